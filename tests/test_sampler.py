@@ -1,0 +1,202 @@
+"""The class-batch sampler reproduces the released batch construction (spec/algorithm.md, "Sampler")."""
+
+import json
+
+import numpy as np
+import pytest
+
+from zscrgan.data.sampler import ClassBatchSampler, take_images, text_rows, to_rows
+from zscrgan.errors import UserError
+
+
+def _uses(cls, img, c):
+    """Image indices taken by class c, in the order the rows were drawn (batch by batch, row by row)."""
+    flat_cls, flat_img = cls.ravel(), img.ravel()
+    return flat_img[flat_cls == c].tolist()
+
+
+# ---- fewer seen classes than the batch size (n <= B) ----------------------------------------------
+
+
+def test_few_classes_every_class_twice_plus_two_distinct_extras():
+    sampler = ClassBatchSampler([3, 1, 4], batch_size=8, seed=0)
+    cls, img = sampler.schedule(50)
+    assert cls.shape == img.shape == (50, 8)
+    assert cls.dtype == img.dtype == np.int64
+    extras = set()
+    for row in cls:
+        counts = np.bincount(row, minlength=3)
+        # floor(8/3) = 2 of each class, plus 8 mod 3 = 2 extra classes drawn without replacement.
+        assert sorted(counts.tolist()) == [2, 3, 3]
+        extras.add(tuple(np.flatnonzero(counts == 3)))
+    # The extra classes are random, so over 50 batches every possible pair shows up.
+    assert extras == {(0, 1), (0, 2), (1, 2)}
+    # Row order is shuffled: any class can open a batch.
+    assert set(cls[:, 0].tolist()) == {0, 1, 2}
+
+
+def test_few_classes_image_pointer_walks_each_class_from_index_one():
+    sampler = ClassBatchSampler([3, 1, 4], batch_size=8, seed=1)
+    cls, img = sampler.schedule(5)
+    # Pointer starts at 0 and is advanced before use: first use is image 1, then 2, ..., wrapping.
+    assert _uses(cls, img, 0)[:10] == [1, 2, 0, 1, 2, 0, 1, 2, 0, 1]
+    assert _uses(cls, img, 1)[:10] == [0] * 10  # a class with one image always takes image 0
+    assert _uses(cls, img, 2)[:10] == [1, 2, 3, 0, 1, 2, 3, 0, 1, 2]
+
+
+def test_n_equal_to_batch_size_gives_a_permutation_per_batch():
+    cls, _ = ClassBatchSampler([2, 2, 2, 2], batch_size=4, seed=3).schedule(20)
+    for row in cls:
+        assert sorted(row.tolist()) == [0, 1, 2, 3]
+
+
+# ---- more seen classes than the batch size (n > B) ------------------------------------------------
+
+
+def test_more_classes_first_walk_in_split_order_then_padded_then_reshuffled():
+    sampler = ClassBatchSampler([2, 3, 1, 2, 4], batch_size=2, seed=0)
+    cls, img = sampler.schedule(6)
+    # First walk: split-file order, the short last slice padded with -1.
+    np.testing.assert_array_equal(cls[:3], [[0, 1], [2, 3], [4, -1]])
+    np.testing.assert_array_equal(img[:3], [[1, 1], [0, 1], [1, -1]])
+    # Batch 4 starts a new walk (the padded batch ended the old one): a permutation of 0..4.
+    second_walk = cls[3:6].ravel()
+    assert second_walk[-1] == -1
+    assert sorted(second_walk[:-1].tolist()) == [0, 1, 2, 3, 4]
+    # Second use of each class: counts [2, 3, 1, 2, 4] -> pointers 2 mod count = [0, 2, 0, 0, 2].
+    second_use = {c: i for c, i in zip(second_walk[:-1], img[3:6].ravel()[:-1])}
+    assert second_use == {0: 0, 1: 2, 2: 0, 3: 0, 4: 2}
+
+
+def test_more_classes_every_walk_is_a_permutation_with_a_padded_last_slice():
+    counts = [1, 2, 3, 4, 5, 6, 7]
+    cls, img = ClassBatchSampler(counts, batch_size=3, seed=5).schedule(30)
+    np.testing.assert_array_equal(cls[:3], [[0, 1, 2], [3, 4, 5], [6, -1, -1]])
+    np.testing.assert_array_equal(img[:3], [[0, 1, 1], [1, 1, 1], [1, -1, -1]])
+    walks = cls.reshape(10, 9)  # 7 classes = 3 + 3 + 1 real rows, 2 padded rows per walk
+    for walk in walks:
+        np.testing.assert_array_equal(walk[-2:], [-1, -1])
+        assert sorted(walk[:7].tolist()) == list(range(7))
+    assert np.all(img[cls == -1] == -1)
+    # Walks after the first are reshuffled (all ten equal to 0..6 would mean no reshuffle).
+    assert any(not np.array_equal(walk[:7], np.arange(7)) for walk in walks[1:])
+    # Uses 1..4 of class k (k + 1 images): image u mod (k + 1).
+    assert _uses(cls, img, 0)[:4] == [0, 0, 0, 0]
+    assert _uses(cls, img, 1)[:4] == [1, 0, 1, 0]
+    assert _uses(cls, img, 2)[:4] == [1, 2, 0, 1]
+    assert _uses(cls, img, 6)[:4] == [1, 2, 3, 4]
+
+
+def test_n_multiple_of_batch_size_never_pads_and_never_yields_an_empty_batch():
+    cls, _ = ClassBatchSampler([2] * 6, batch_size=3, seed=2).schedule(20)
+    assert cls.shape == (20, 3)
+    assert np.all(cls >= 0)
+    np.testing.assert_array_equal(cls[:2], [[0, 1, 2], [3, 4, 5]])
+    for walk in cls.reshape(10, 6):
+        assert sorted(walk.tolist()) == list(range(6))
+
+
+def test_the_released_cub_shape_pads_every_fifth_batch_with_ten_rows():
+    cls, _ = ClassBatchSampler([3] * 150, batch_size=32, seed=0).schedule(10)
+    padded_per_batch = (cls == -1).sum(axis=1)
+    np.testing.assert_array_equal(padded_per_batch, [0, 0, 0, 0, 10] * 2)
+
+
+def test_no_padding_option_fills_the_short_slice_from_the_next_walk():
+    sampler = ClassBatchSampler([1, 2, 3, 4, 5, 6, 7], batch_size=3, seed=4, pad_short_batches=False)
+    cls, img = sampler.schedule(28)
+    assert np.all(cls >= 0) and np.all(img >= 0)
+    stream = cls.ravel()
+    np.testing.assert_array_equal(stream[:7], np.arange(7))
+    # Every consecutive block of 7 rows is one walk, even where a batch straddles two walks.
+    for walk in stream.reshape(12, 7):
+        assert sorted(walk.tolist()) == list(range(7))
+
+
+# ---- determinism and resuming ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("counts,batch_size", [([3, 1, 4], 8), ([1, 2, 3, 4, 5, 6, 7], 3)])
+def test_same_seed_same_schedule_different_seed_different_schedule(counts, batch_size):
+    a = ClassBatchSampler(counts, batch_size, seed=11).schedule(40)
+    b = ClassBatchSampler(counts, batch_size, seed=11).schedule(40)
+    c = ClassBatchSampler(counts, batch_size, seed=12).schedule(40)
+    np.testing.assert_array_equal(a[0], b[0])
+    np.testing.assert_array_equal(a[1], b[1])
+    assert not np.array_equal(a[0], c[0])
+
+
+@pytest.mark.parametrize(
+    "counts,batch_size,pad,warmup",
+    [([3, 1, 4], 8, True, 7), ([1, 2, 3, 4, 5, 6, 7], 3, True, 4), ([1, 2, 3, 4, 5, 6, 7], 3, False, 5)],
+)
+def test_state_dict_round_trip_through_json_continues_identically(counts, batch_size, pad, warmup):
+    original = ClassBatchSampler(counts, batch_size, seed=21, pad_short_batches=pad)
+    original.schedule(warmup)  # stop mid-walk, with advanced pointers
+    saved = json.loads(json.dumps(original.state_dict()))
+    resumed = ClassBatchSampler(counts, batch_size, seed=999, pad_short_batches=pad)
+    resumed.load_state_dict(saved)
+    expected, got = original.schedule(25), resumed.schedule(25)
+    np.testing.assert_array_equal(expected[0], got[0])
+    np.testing.assert_array_equal(expected[1], got[1])
+
+
+def test_state_dict_is_a_snapshot_not_a_live_view():
+    sampler = ClassBatchSampler([1, 2, 3, 4, 5], batch_size=2, seed=0)
+    state = sampler.state_dict()
+    first = sampler.schedule(6)
+    sampler.load_state_dict(state)
+    again = sampler.schedule(6)
+    np.testing.assert_array_equal(first[0], again[0])
+    np.testing.assert_array_equal(first[1], again[1])
+
+
+def test_loading_a_state_saved_for_other_data_is_refused():
+    state = ClassBatchSampler([2, 2, 2], batch_size=2, seed=0).state_dict()
+    with pytest.raises(UserError, match="images_per_class"):
+        ClassBatchSampler([2, 2, 3], batch_size=2, seed=0).load_state_dict(state)
+    with pytest.raises(UserError, match="batch_size"):
+        ClassBatchSampler([2, 2, 2], batch_size=4, seed=0).load_state_dict(state)
+
+
+def test_invalid_arguments_are_rejected():
+    with pytest.raises(ValueError, match="at least one image"):
+        ClassBatchSampler([2, 0, 1], batch_size=2, seed=0)
+    with pytest.raises(ValueError, match="non-empty"):
+        ClassBatchSampler([], batch_size=2, seed=0)
+    with pytest.raises(ValueError, match="batch_size"):
+        ClassBatchSampler([1, 1], batch_size=0, seed=0)
+
+
+# ---- pure helpers ---------------------------------------------------------------------------------
+
+
+def test_take_images_advances_twice_for_a_class_repeated_in_one_batch():
+    cls = np.array([2, 0, 2, -1, 2])
+    pointers = np.array([0, 0, 1])
+    counts = np.array([1, 2, 3])  # class 0 has a single image
+    img, new_pointers = take_images(cls, pointers, counts)
+    # Class 2 starts at pointer 1: rows take 2, 0, 1 in row order and leave the pointer at 1.
+    np.testing.assert_array_equal(img, [2, 0, 0, -1, 1])
+    np.testing.assert_array_equal(new_pointers, [0, 0, 1])
+    np.testing.assert_array_equal(pointers, [0, 0, 1])  # input untouched
+
+
+def test_to_rows_maps_class_and_image_to_packed_rows_and_padding_to_the_zero_row():
+    offsets = np.array([0, 2, 5])  # counts [2, 3, 1]; row 6 is the zero row
+    cls = np.array([[0, 1, -1], [2, 0, 1]])
+    img = np.array([[1, 0, -1], [0, 0, 2]])
+    np.testing.assert_array_equal(to_rows(cls, img, offsets, pad_row=6), [[1, 2, 6], [5, 0, 4]])
+    np.testing.assert_array_equal(text_rows(cls, pad_row=3), [[0, 1, 3], [2, 0, 1]])
+    with pytest.raises(ValueError, match="same shape"):
+        to_rows(cls, img[:1], offsets, pad_row=6)
+
+
+def test_schedule_rows_point_at_the_intended_images():
+    counts = [2, 3, 1, 4, 2]
+    offsets = np.concatenate([[0], np.cumsum(counts)[:-1]])
+    labels = np.repeat(np.arange(5), counts)  # class of each packed image row
+    labels = np.append(labels, -1)  # the zero row
+    cls, img = ClassBatchSampler(counts, batch_size=2, seed=0).schedule(12)
+    rows = to_rows(cls, img, offsets, pad_row=len(labels) - 1)
+    np.testing.assert_array_equal(labels[rows], cls)

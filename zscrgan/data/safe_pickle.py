@@ -1,0 +1,114 @@
+"""Pickle I/O for dataset files: a loader that admits only what those files need, and an atomic writer.
+
+Loading a pickle can call any importable function, so a downloaded dataset file could run code.
+The loader therefore resolves globals from a short whitelist: numpy arrays, dtypes and scalars
+(under both the numpy 1 and numpy 2 module names, since files come from either), plus the latin-1
+bytes constructor that Python 3 writes for `bytes` at protocol 2. Containers, numbers and strings
+need no globals at all.
+"""
+
+import codecs
+import os
+import pickle
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from zscrgan.errors import UserError
+
+# Protocol 2 is what the released Python 2 files use, and what Python 2 tools can still read.
+PROTOCOL = 2
+
+# Take numpy's own reconstructors from its reductions: their module moved from numpy.core to
+# numpy._core in numpy 2, and this finds them under either version without importing a shim.
+_RECONSTRUCT_ARRAY = np.empty(0).__reduce__()[0]
+_RECONSTRUCT_SCALAR = np.float32(0).__reduce__()[0]
+
+
+def _latin1_bytes(text, encoding):
+    """Rebuild bytes the way Python 3 pickles them at protocol 2, and only that way."""
+    if encoding != "latin1":
+        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+    return codecs.encode(text, "latin1")
+
+
+_ALLOWED = {
+    ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT_ARRAY,
+    ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT_ARRAY,
+    ("numpy.core.multiarray", "scalar"): _RECONSTRUCT_SCALAR,
+    ("numpy._core.multiarray", "scalar"): _RECONSTRUCT_SCALAR,
+    ("numpy", "ndarray"): np.ndarray,
+    ("numpy", "dtype"): np.dtype,
+    ("_codecs", "encode"): _latin1_bytes,
+}
+
+
+class _RefusedGlobal(Exception):
+    """A pickle named a global outside the whitelist; carries its dotted name."""
+
+
+class _DatasetUnpickler(pickle.Unpickler):
+    def find_class(self, module, name):
+        try:
+            return _ALLOWED[(module, name)]
+        except KeyError:
+            raise _RefusedGlobal(f"{module}.{name}") from None
+
+
+def load_pickle(path):
+    """Load a dataset pickle (Python 2 or 3) without letting it run code.
+
+    Python 2 `str` comes back as `str` (decoded as latin-1), numpy arrays as numpy arrays.
+    Raises UserError naming the file when it is missing, unreadable, not a pickle, truncated,
+    or references anything beyond numpy arrays, dtypes and scalars.
+    """
+    path = Path(path)
+    try:
+        with open(path, "rb") as f:
+            return _DatasetUnpickler(f, encoding="latin1").load()
+    except _RefusedGlobal as refused:
+        raise UserError(
+            f"{path}: refusing to load pickle: it references {refused}, which a dataset file "
+            "never needs (a pickle can run code when loaded)"
+        ) from None
+    except FileNotFoundError:
+        raise UserError(f"{path}: no such file") from None
+    except OSError as err:
+        raise UserError(f"{path}: cannot read: {err.strerror or err}") from None
+    # A corrupt or truncated stream can fail in the unpickler or in numpy in many different
+    # ways (EOFError, KeyError on a memo, ValueError, ...); to the user they are all one problem.
+    except Exception as err:
+        raise UserError(
+            f"{path}: not a readable pickle ({type(err).__name__}: {err}); "
+            "the file is truncated or corrupt: replace it with a fresh copy"
+        ) from None
+
+
+def dump_pickle(obj, path):
+    """Write `obj` to `path` as a protocol-2 pickle, atomically.
+
+    The file appears complete or not at all: it is written to a temporary file in the same
+    folder and renamed into place; the temporary file is removed if anything fails.
+    Raises UserError when the folder cannot be written.
+    """
+    path = Path(path)
+    try:
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    except OSError as err:
+        raise _cannot_write(path, err) from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            pickle.dump(obj, f, protocol=PROTOCOL)
+        os.replace(tmp, path)
+    except OSError as err:
+        raise _cannot_write(path, err) from None
+    finally:
+        # After a successful replace the temporary name is gone; otherwise it is debris.
+        Path(tmp).unlink(missing_ok=True)
+
+
+def _cannot_write(path, err):
+    return UserError(
+        f"{path}: cannot write: {err.strerror or err}; check that its folder exists and is writable"
+    )

@@ -1,0 +1,348 @@
+"""One training run: data, rounds of E-step / M-step / evaluation, and everything written to disk.
+
+A run folder holds `config.yaml` (the resolved config), `metrics.jsonl` (one JSON line per round),
+`summary.json`, `checkpoints/` (best round's weights and the last round's full state, for resume) and
+TensorBoard scalars under `tb/`. The released retrieval file goes to
+`<results_root>/<DATASET>_res/acc<score>.pkl` at every new best round. Every file is written
+atomically, so an interrupted run never leaves a half-written result.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import shutil
+import signal
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+import yaml
+
+from zscrgan import __version__
+from zscrgan.config import to_plain
+from zscrgan.data.demo import DemoSpec, ensure_demo
+from zscrgan.data.release import load_dataset
+from zscrgan.data.safe_pickle import dump_pickle
+from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows, wrong_pairing
+from zscrgan.data.scaling import scale_modality
+from zscrgan.errors import UserError
+from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
+from zscrgan.metrics import chance_prec
+from zscrgan.train import PackedFeatures, Trainer
+
+DEMO = "DEMO"
+LOSS_NAMES = ("L_D", "L_G", "R", "L_C", "div")
+
+
+# --- small atomic writers ----------------------------------------------------------------------------
+def write_text_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file in the same folder and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def append_line(path: Path, line: str) -> None:
+    """Append one complete line and flush it to disk (a JSON-lines log survives a crash line by line)."""
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def save_checkpoint(checkpoint: tf.train.Checkpoint, folder: Path, extra: dict) -> None:
+    """Write a checkpoint and its JSON side file into `folder`, which appears complete or not at all."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
+    try:
+        checkpoint.write(str(tmp / "ckpt"))
+        (tmp / "state.json").write_text(json.dumps(extra, indent=1), encoding="utf-8")
+        old = None
+        if folder.exists():
+            old = folder.with_name(f".{folder.name}.old")
+            shutil.rmtree(old, ignore_errors=True)
+            folder.rename(old)
+        tmp.rename(folder)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def find_checkpoint(folder: Path) -> Path | None:
+    """The complete checkpoint folder at `folder`, or its previous version if a swap was interrupted."""
+    for candidate in (folder, folder.with_name(f".{folder.name}.old")):
+        if (candidate / "state.json").exists():
+            return candidate
+    return None
+
+
+# --- set-up ------------------------------------------------------------------------------------------
+def describe_device() -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return f"GPU ({len(gpus)} visible: {', '.join(g.name for g in gpus)})"
+    return f"CPU ({os.cpu_count()} cores; TensorFlow sees no GPU)"
+
+
+def split_validation(seen: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Hold out a seeded share of the seen classes (at least one, leaving at least one) for validation."""
+    n_val = min(max(1, round(fraction * len(seen))), len(seen) - 1)
+    if n_val < 1:
+        raise UserError(f"the validated protocol needs at least 2 seen classes, the dataset has {len(seen)}")
+    rng = np.random.default_rng(seed)
+    val = set(rng.choice(np.array(seen), size=n_val, replace=False).tolist())
+    return [c for c in seen if c not in val], [c for c in seen if c in val]
+
+
+@dataclass
+class Data:
+    """What training and evaluation read: scaled features, the training classes, the retrieval sets."""
+
+    name: str
+    train_classes: list[int]
+    packed: PackedFeatures
+    test: RetrievalSet
+    val: RetrievalSet | None
+    image_dim: int
+    text_dim: int
+
+
+def prepare_data(cfg, data_root: Path) -> Data:
+    """Load (or, for DEMO, make) the dataset, scale it, split it by protocol and pack it for training."""
+    folder = Path(data_root) / cfg.dataset
+    if cfg.dataset == DEMO:
+        ensure_demo(folder, DemoSpec(**cfg.demo))
+    ds = load_dataset(folder)
+    image = scale_modality(ds.image, ds.seen, cfg.input_scaling)
+    text = scale_modality(ds.text, ds.seen, cfg.input_scaling)
+    if cfg.protocol == "validated":
+        train_classes, val_classes = split_validation(list(ds.seen), cfg.val_fraction, cfg.seed)
+        val = RetrievalSet.from_classes(image, text, val_classes)
+    else:
+        train_classes, val = list(ds.seen), None
+    packed = PackedFeatures.from_classes([image[c] for c in train_classes], [text[c] for c in train_classes])
+    test = RetrievalSet.from_classes(image, text, list(ds.unseen))
+    return Data(ds.name, train_classes, packed, test, val, ds.image_dim, ds.text_dim)
+
+
+# --- the run -----------------------------------------------------------------------------------------
+@dataclass
+class Best:
+    """The selected round so far: by unseen Prec@K (released) or by validation Prec@K (validated)."""
+
+    round: int = 0
+    score: float = -math.inf
+    test: dict = field(default_factory=dict)
+    val: dict = field(default_factory=dict)
+    best_test_any_round: float = -math.inf  # the released figure, kept beside the validated one
+
+
+class StopFlag:
+    """Turns the first Ctrl-C into a request to stop after the current phase; a second one aborts."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        self._previous = signal.getsignal(signal.SIGINT)
+
+        def handler(signum, frame):
+            if self.requested:
+                raise KeyboardInterrupt
+            self.requested = True
+            print("\nCtrl-C: stopping after the current phase and writing what the run has "
+                  "(press again to abort at once)", flush=True)
+
+        signal.signal(signal.SIGINT, handler)
+        return self
+
+    def __exit__(self, *exc):
+        signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+class Run:
+    """A training run in `run_dir`, new or resumed from that folder's last checkpoint."""
+
+    def __init__(self, cfg, run_dir: Path, data_root: Path = Path("datasets"),
+                 results_root: Path = Path("retrieved_res"), log=print):
+        self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
+        self.results_dir = Path(results_root) / f"{cfg.dataset}_res"
+        tf.config.experimental.enable_op_determinism()
+        self.data = prepare_data(cfg, data_root)
+        self.trainer = Trainer(cfg, self.data.image_dim, self.data.text_dim)
+        self.sampler = ClassBatchSampler(self.data.packed.images_per_class.tolist(), cfg.batch_size, cfg.seed,
+                                         pad_short_batches=cfg.pad_short_batches)
+        self.full_state = tf.train.Checkpoint(trainer=self.trainer)
+        self.weights = tf.train.Checkpoint(model=self.trainer.model)
+        self.best = Best()
+        self.round = 0
+        self._tb = None
+
+    # checkpoint layout
+    @property
+    def last_dir(self) -> Path:
+        return self.run_dir / "checkpoints" / "last"
+
+    @property
+    def best_dir(self) -> Path:
+        return self.run_dir / "checkpoints" / "best"
+
+    def resume(self) -> bool:
+        """Restore the last checkpoint of `run_dir`, if there is one. Returns whether it did."""
+        folder = find_checkpoint(self.last_dir)
+        if folder is None:
+            return False
+        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+        self.full_state.read(str(folder / "ckpt")).assert_existing_objects_matched()
+        self.sampler.load_state_dict(state["sampler"])
+        self.round = state["round"]
+        self.best = Best(**state["best"])
+        self.log(f"resumed from {folder} after round {self.round}")
+        return True
+
+    def _schedule(self):
+        """The next E-step and M-step batches as index arrays, drawn in the released order."""
+        cfg, packed = self.cfg, self.data.packed
+        e_shape = (cfg.e_step_iters, cfg.critic_steps + 1, cfg.batch_size)
+        steps = [(e_shape, cfg.e_step_iters * (cfg.critic_steps + 1)), ((cfg.m_step_iters, cfg.batch_size), cfg.m_step_iters)]
+        out = []
+        for shape, n in steps:
+            cls, img = self.sampler.schedule(n)
+            out.append(tuple(tf.constant(a.reshape(shape), tf.int32) for a in (
+                to_rows(cls, img, packed.class_offsets, packed.image_pad_row),
+                text_rows(cls, packed.text_pad_row),
+                wrong_pairing(cls, distinct=cfg.wrong_class == "distinct"))))
+        return out
+
+    def _write_retrievals(self, retrieved: np.ndarray, score: float) -> Path:
+        path = self.results_dir / f"acc{score}.pkl"
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        dump_pickle(retrieval_records(self.data.test.query_labels, retrieved), path)
+        return path
+
+    def _summary(self, stop_reason: str) -> dict:
+        cfg = self.cfg
+        b = self.best
+        out = {"dataset": cfg.dataset, "protocol": cfg.protocol, "rounds_done": self.round, "stopped": stop_reason,
+               "selected_round": b.round, "test_at_selected_round": b.test,
+               "best_test_prec_any_round": None if b.best_test_any_round == -math.inf else b.best_test_any_round,
+               "chance_prec": chance_prec(self.data.test.gallery_labels, self.data.test.query_labels),
+               "top_k": cfg.top_k, "run_dir": str(self.run_dir)}
+        if cfg.protocol == "validated":
+            out["val_at_selected_round"] = b.val
+        return out
+
+    def _tensorboard(self, record: dict) -> None:
+        if self._tb is None:
+            self._tb = tf.summary.create_file_writer(str(self.run_dir / "tb"))
+        with self._tb.as_default(step=record["round"]):
+            for group in ("losses", "test", "val"):
+                for name, value in record.get(group, {}).items():
+                    if isinstance(value, (int, float)):
+                        tf.summary.scalar(f"{group}/{name}", value)
+        self._tb.flush()
+
+    def _evaluate_round(self, losses: dict, seconds_train: float) -> dict:
+        cfg = self.cfg
+        t0 = time.perf_counter()
+        test, retrieved = evaluate(self.trainer, self.data.test, cfg.top_k)
+        record = {"round": self.round, "losses": losses, "test": _headline(test)}
+        if self.data.val is not None:
+            val, _ = evaluate(self.trainer, self.data.val, cfg.top_k)
+            record["val"] = _headline(val)
+        record["seconds"] = {"train": round(seconds_train, 3), "eval": round(time.perf_counter() - t0, 3)}
+        b = self.best
+        b.best_test_any_round = max(b.best_test_any_round, test["prec"])
+        score = record["val"]["prec"] if self.data.val is not None else test["prec"]
+        record["new_best"] = score > b.score
+        if record["new_best"]:
+            b.round, b.score, b.test, b.val = self.round, score, record["test"], record.get("val", {})
+            record["retrieval_file"] = str(self._write_retrievals(retrieved, test["prec"]))
+            save_checkpoint(self.weights, self.best_dir, {"round": self.round, "test": b.test, "val": b.val})
+        return record
+
+    def _print_round(self, r: dict) -> None:
+        k = self.cfg.top_k
+        losses = " ".join(f"{n} {r['losses'][n]:.4f}" for n in LOSS_NAMES + ("L_C_M",))
+        t = r["test"]
+        line = (f"round {r['round']:4d} | {losses} | Prec@{k} {t['prec']:.4f} mAP@{k} {t['map']:.4f} "
+                f"Top-1 {t['top1']:.4f}")
+        if "val" in r:
+            line += f" | val Prec@{k} {r['val']['prec']:.4f}"
+        line += f" | {r['seconds']['train'] + r['seconds']['eval']:.1f}s"
+        if r["new_best"]:
+            line += " | new best"
+        self.log(line)
+
+    def start(self) -> None:
+        """Create the run folder and save the resolved config; print what the run is."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(to_plain(self.cfg), sort_keys=False))
+        d = self.data
+        chance = chance_prec(d.test.gallery_labels, d.test.query_labels)
+        self.log(f"zscrgan {__version__} | dataset {d.name}: {len(d.train_classes)} training classes, "
+                 f"{len(set(d.test.query_labels.tolist()))} unseen classes, image dim {d.image_dim}, "
+                 f"text dim {d.text_dim} | {len(d.test.query_labels)} queries, {len(d.test.gallery_labels)} gallery "
+                 f"images | chance Prec@{self.cfg.top_k} ~ {chance:.4f}")
+        self.log(f"device: {describe_device()} | protocol {self.cfg.protocol} | output {self.run_dir}")
+
+    def train(self, time_budget_min: float | None = None) -> dict:
+        """Run rounds until `rounds`, the time budget or Ctrl-C; returns the summary (also written)."""
+        cfg = self.cfg
+        started = time.perf_counter()
+        round_times: list[float] = []
+        stop_reason = f"completed {cfg.rounds} rounds"
+        packed = self.data.packed
+        with StopFlag() as stop:
+            while True:
+                if self.round >= cfg.rounds:
+                    break
+                if time_budget_min is not None and round_times:
+                    elapsed = time.perf_counter() - started
+                    if elapsed + max(round_times[-3:]) > time_budget_min * 60:
+                        stop_reason = f"time budget of {time_budget_min:g} min reached"
+                        break
+                t0 = time.perf_counter()
+                e_batches, m_batches = self._schedule()
+                e_out = self.trainer.e_step(packed.images, packed.texts, *e_batches).numpy()
+                if stop.requested:
+                    stop_reason = "interrupted (Ctrl-C) during an E-step; that round was not evaluated"
+                    break
+                l_c_m = float(self.trainer.m_step(packed.images, packed.texts, *m_batches))
+                self.round += 1
+                losses = {n: float(v) for n, v in zip(LOSS_NAMES, e_out)}
+                losses["L_C_M"] = l_c_m
+                record = self._evaluate_round(losses, time.perf_counter() - t0)
+                append_line(self.run_dir / "metrics.jsonl", json.dumps(record))
+                self._tensorboard(record)
+                self._print_round(record)
+                save_checkpoint(self.full_state, self.last_dir, {
+                    "round": self.round, "sampler": self.sampler.state_dict(), "best": vars(self.best)})
+                round_times.append(time.perf_counter() - t0)
+                if stop.requested:
+                    stop_reason = "interrupted (Ctrl-C)"
+                    break
+        summary = self._summary(stop_reason)
+        write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
+        return summary
+
+
+def _headline(metrics: dict) -> dict:
+    return {"prec": metrics["prec"], "map": metrics["map"], "top1": metrics["top1"]}

@@ -1,0 +1,177 @@
+"""The E-step and the M-step, each one compiled TensorFlow call over a whole phase.
+
+The host builds a phase's batch schedule as index arrays (see `zscrgan.data.sampler`); the seen-class
+features live on the device as two packed matrices whose last row is all zeros (the row that padded
+batch slots point at). Inside the compiled loop a batch is gathered from those matrices, so Python
+is not in the per-step path.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from types import SimpleNamespace
+
+import numpy as np
+import tensorflow as tf
+
+from zscrgan import losses
+from zscrgan.networks import ZSCRGAN
+from zscrgan.optimizers import AdamTF1, RMSPropTF1
+
+
+@dataclass
+class PackedFeatures:
+    """Seen-class features as device tensors: every image row, and each class's first text vector."""
+
+    images: tf.Tensor        # [n_images + 1, I]; last row zeros
+    texts: tf.Tensor         # [n_classes + 1, T]; row j = first text of the j-th seen class; last row zeros
+    class_offsets: np.ndarray  # [n_classes] first image row of each class
+    images_per_class: np.ndarray  # [n_classes]
+
+    @classmethod
+    def from_classes(cls, images: list[np.ndarray], texts: list[np.ndarray]) -> "PackedFeatures":
+        """`images[j]`, `texts[j]`: arrays of the j-th seen class (in split order); only texts[j][0] is used."""
+        counts = np.array([len(x) for x in images], dtype=np.int64)
+        offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
+        image_dim, text_dim = images[0].shape[1], texts[0].shape[1]
+        img = np.concatenate(list(images) + [np.zeros((1, image_dim), np.float32)]).astype(np.float32)
+        txt = np.stack([t[0] for t in texts] + [np.zeros(text_dim, np.float32)]).astype(np.float32)
+        return cls(tf.constant(img), tf.constant(txt), offsets, counts)
+
+    @property
+    def image_pad_row(self) -> int:
+        return int(self.images.shape[0]) - 1
+
+    @property
+    def text_pad_row(self) -> int:
+        return int(self.texts.shape[0]) - 1
+
+
+class Trainer(tf.Module):
+    """The model, its three optimizers and the noise generator; runs E-steps, M-steps and embeddings."""
+
+    def __init__(self, cfg, image_dim: int, text_dim: int):
+        super().__init__(name="trainer")
+        # A plain namespace: tf.Module would wrap a dict attribute into a tracked container.
+        self.cfg = SimpleNamespace(**{k: v for k, v in cfg.items() if not isinstance(v, dict)})
+        init_rng = tf.random.Generator.from_seed(cfg.seed)
+        self.model = ZSCRGAN(cfg, image_dim, text_dim, init_rng)
+        self.noise = tf.random.Generator.from_seed(cfg.seed + 1)
+        self.opt_generator = RMSPropTF1(self.model.generator_side_variables, cfg.generator_lr, name="opt_generator")
+        self.opt_critic = RMSPropTF1(self.model.critic.trainable_variables, cfg.discriminator_lr, name="opt_critic")
+        self.opt_csem = AdamTF1(self.model.csem.trainable_variables, cfg.CSEM_lr, name="opt_csem")
+        self._train_critic = cfg.adv_coeff > 0
+
+    # --- one batch ---------------------------------------------------------------------------------
+    @staticmethod
+    def _batch(images, texts, img_rows, txt_rows, wrong):
+        x_r = tf.gather(images, img_rows)
+        phi_r = tf.gather(texts, txt_rows)
+        return x_r, phi_r, tf.gather(x_r, wrong), tf.gather(phi_r, wrong)
+
+    def _draws(self, n):
+        e, zd = self.cfg.embed_dim, self.cfg.z_dim
+        return (self.noise.truncated_normal([n, e]), self.noise.truncated_normal([n, e]),
+                self.noise.normal([n, zd]), self.noise.normal([n, zd]))
+
+    def _forward(self, phi_r, phi_w):
+        """Conditions and generated image vectors for the correct and the wrong texts."""
+        eps_r, eps_w, z, z2 = self._draws(tf.shape(phi_r)[0])
+        enc, gen = self.model.encoder, self.model.generator
+        c_r, mu_r, s_r = enc(phi_r, eps_r)
+        c_w, mu_w, s_w = enc(phi_w, eps_w)
+        return dict(c_r=c_r, mu_r=mu_r, s_r=s_r, mu_w=mu_w, s_w=s_w, g_r=gen(c_r, z), g_w=gen(c_w, z2))
+
+    def _csem_loss(self, f):
+        return losses.csem_loss(self.model.csem(f["g_r"]), self.model.csem(f["g_w"]), f["c_r"],
+                                per_sample=self.cfg.triplet == "per_sample")
+
+    def critic_step(self, images, texts, img_rows, txt_rows, wrong):
+        x_r, phi_r, x_w, _ = self._batch(images, texts, img_rows, txt_rows, wrong)
+        eps, _, z, _ = self._draws(tf.shape(phi_r)[0])
+        c_r, _, _ = self.model.encoder(phi_r, eps)
+        g_r = self.model.generator(c_r, z)
+        critic = self.model.critic
+        with tf.GradientTape() as tape:
+            loss = losses.critic_loss(critic(g_r, phi_r), critic(x_w, phi_r), critic(x_r, phi_r))
+        variables = critic.trainable_variables
+        self.opt_critic.apply(tape.gradient(loss, variables))
+        clip = self.cfg.clip_val
+        for v in variables:
+            v.assign(tf.clip_by_value(v, -clip, clip))
+        return loss
+
+    def generator_step(self, images, texts, img_rows, txt_rows, wrong):
+        cfg = self.cfg
+        x_r, phi_r, x_w, phi_w = self._batch(images, texts, img_rows, txt_rows, wrong)
+        variables = self.model.generator_side_variables
+        textbook_div = cfg.divergence == "kl"
+        with tf.GradientTape() as tape:
+            f = self._forward(phi_r, phi_w)
+            l_c = self._csem_loss(f)
+            r = losses.max_margin(f["g_r"], x_r, x_w, hinge=cfg.r_hinge)
+            div_r = losses.divergence(f["mu_r"], f["s_r"], textbook=textbook_div)
+            div_w = losses.divergence(f["mu_w"], f["s_w"], textbook=textbook_div)
+            loss = losses.generator_loss(self.model.critic(f["g_r"], phi_r), l_c, r, div_r, div_w,
+                                         mm_reg_coeff=cfg.mm_reg_coeff, kl_div_coefficient=cfg.kl_div_coefficient,
+                                         triplet_coeff=cfg.triplet_coeff, adv_coeff=cfg.adv_coeff)
+        self.opt_generator.apply(tape.gradient(loss, variables))
+        return tf.stack([loss, r, l_c, (div_r + div_w) / 2.0])
+
+    def csem_step(self, images, texts, img_rows, txt_rows, wrong):
+        _, phi_r, _, phi_w = self._batch(images, texts, img_rows, txt_rows, wrong)
+        f = self._forward(phi_r, phi_w)
+        variables = self.model.csem.trainable_variables
+        with tf.GradientTape() as tape:
+            loss = self._csem_loss(f)
+        self.opt_csem.apply(tape.gradient(loss, variables))
+        return loss
+
+    # --- whole phases, compiled ----------------------------------------------------------------------
+    @tf.function
+    def e_step(self, images, texts, img_rows, txt_rows, wrong):
+        """One E-step. images, texts: packed seen features (`PackedFeatures`).
+
+        img_rows, txt_rows, wrong: [iters, critic_steps + 1, B]; the last slot is the generator's batch.
+
+        Returns the phase means of [L_D, L_G, R, L_C, divergence].
+        """
+        iters = tf.shape(img_rows)[0]
+        n_critic = self.cfg.critic_steps
+        d_sum = tf.constant(0.0)
+        g_sum = tf.zeros([4])
+        for i in tf.range(iters):
+            if self._train_critic:
+                for j in tf.range(n_critic):
+                    d_sum += self.critic_step(images, texts, img_rows[i, j], txt_rows[i, j], wrong[i, j])
+            g_sum += self.generator_step(images, texts, img_rows[i, n_critic], txt_rows[i, n_critic], wrong[i, n_critic])
+        n = tf.cast(iters, tf.float32)
+        return tf.concat([[d_sum / (n * n_critic)], g_sum / n], axis=0)
+
+    @tf.function
+    def m_step(self, images, texts, img_rows, txt_rows, wrong):
+        """img_rows, txt_rows, wrong: [iters, B]. Returns the phase mean of L_C."""
+        total = tf.constant(0.0)
+        iters = tf.shape(img_rows)[0]
+        for i in tf.range(iters):
+            total += self.csem_step(images, texts, img_rows[i], txt_rows[i], wrong[i])
+        return total / tf.cast(iters, tf.float32)
+
+    # --- embeddings for retrieval --------------------------------------------------------------------
+    def embed_queries(self, texts: tf.Tensor) -> tf.Tensor:
+        """CSEM(G(c, z)) per text vector, c and z freshly drawn; averaged over `eval_draws` draws."""
+        total = self._embed_query_once(texts)
+        for _ in range(self.cfg.eval_draws - 1):
+            total += self._embed_query_once(texts)
+        return total / float(self.cfg.eval_draws)
+
+    @tf.function(reduce_retracing=True)
+    def _embed_query_once(self, texts):
+        n = tf.shape(texts)[0]
+        eps = self.noise.truncated_normal([n, self.cfg.embed_dim])
+        c, _, _ = self.model.encoder(texts, eps)
+        return self.model.csem(self.model.generator(c, self.noise.normal([n, self.cfg.z_dim])))
+
+    @tf.function(reduce_retracing=True)
+    def embed_gallery(self, images):
+        return self.model.csem(images)
