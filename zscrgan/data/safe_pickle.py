@@ -26,10 +26,14 @@ _RECONSTRUCT_ARRAY = np.empty(0).__reduce__()[0]
 _RECONSTRUCT_SCALAR = np.float32(0).__reduce__()[0]
 
 
+class _RefusedGlobal(Exception):
+    """A pickle asked for a global, or a use of one, outside the whitelist; carries what it asked."""
+
+
 def _latin1_bytes(text, encoding):
     """Rebuild bytes the way Python 3 pickles them at protocol 2, and only that way."""
     if encoding != "latin1":
-        raise pickle.UnpicklingError(f"_codecs.encode with encoding {encoding!r}")
+        raise _RefusedGlobal(f"_codecs.encode with encoding {encoding!r}")
     return codecs.encode(text, "latin1")
 
 
@@ -42,10 +46,6 @@ _ALLOWED = {
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_bytes,
 }
-
-
-class _RefusedGlobal(Exception):
-    """A pickle named a global outside the whitelist; carries its dotted name."""
 
 
 class _DatasetUnpickler(pickle.Unpickler):

@@ -1,0 +1,186 @@
+"""End to end through main(): the demo learns, outputs are written in the released format, runs are
+reproducible and resumable, and every way a run can stop is reported."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from main import main
+from zscrgan.data.safe_pickle import load_pickle
+
+ROOT = Path(__file__).resolve().parents[1]
+# Shorter phases than released (100 iterations each) keep these runs to seconds; the schedule
+# itself is the released one.
+FAST = ["--e_step_iters", "20", "--m_step_iters", "20"]
+
+
+def run_main(tmp_path, name, *extra):
+    out = tmp_path / name
+    args = ["--data_root", str(tmp_path / "datasets"), "--results_root", str(tmp_path / "results"),
+            "--output_dir", str(out), *extra]
+    return main(args), out
+
+
+def records(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [json.loads(line) for line in lines]
+
+
+def without_times(recs):
+    return [{k: v for k, v in r.items() if k not in ("seconds", "retrieval_file")} for r in recs]
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("demo")
+    rc, out = run_main(tmp, "run", "--rounds", "6")
+    return rc, out, tmp
+
+
+def test_demo_learns_far_above_chance(demo_run):
+    rc, out, _ = demo_run
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds_done"] == 6 and summary["stopped"] == "completed 6 rounds"
+    assert summary["chance_prec"] == pytest.approx(0.1, abs=0.01)
+    assert summary["test_at_selected_round"]["prec"] > 3 * summary["chance_prec"]
+    recs = records(out)
+    assert [r["round"] for r in recs] == list(range(1, 7))
+    assert recs[-1]["test"]["prec"] > recs[0]["test"]["prec"]
+
+
+def test_demo_writes_released_retrieval_file(demo_run):
+    _, out, tmp = demo_run
+    summary = json.loads((out / "summary.json").read_text())
+    best = summary["test_at_selected_round"]["prec"]
+    files = sorted((tmp / "results" / "DEMO_res").glob("acc*.pkl"))
+    new_bests = [r for r in records(out) if r["new_best"]]
+    assert len(files) == len(new_bests)  # one file per new best, as released
+    path = tmp / "results" / "DEMO_res" / f"acc{best}.pkl"
+    assert path.exists()
+    content = load_pickle(path)
+    assert isinstance(content, list) and len(content) == 50  # 10 unseen classes x 5 texts
+    for entry in content:
+        assert isinstance(entry, dict) and len(entry) == 1
+        (cls, retrieved), = entry.items()
+        assert type(cls) is int and len(retrieved) == 50 and all(type(c) is int for c in retrieved)
+    # The file's retrievals are the ones the best round scored.
+    from zscrgan.metrics import retrieval_metrics
+    import numpy as np
+    q = np.array([next(iter(e)) for e in content])
+    r = np.array([next(iter(e.values())) for e in content])
+    assert retrieval_metrics(q, r)["prec"] == pytest.approx(best)
+
+
+def test_run_folder_holds_config_log_and_best_weights(demo_run):
+    _, out, _ = demo_run
+    import yaml
+    cfg = yaml.safe_load((out / "config.yaml").read_text())
+    assert cfg["dataset"] == "DEMO" and cfg["rounds"] == 6 and cfg["mm_reg_coeff"] == 2.0
+    best_state = json.loads((out / "checkpoints" / "best" / "state.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert best_state["round"] == summary["selected_round"]
+    assert list((out / "checkpoints" / "best").glob("ckpt.index"))
+    assert (out / "checkpoints" / "last" / "state.json").exists()
+    assert not [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+
+
+def test_best_checkpoint_restores_the_best_rounds_retrievals(demo_run, tmp_path):
+    """Restoring the best weights reproduces that round's gallery embeddings' retrieval quality."""
+    import numpy as np
+    import tensorflow as tf
+    from zscrgan.config import load_config
+    from zscrgan.evaluate import evaluate
+    from zscrgan.run import prepare_data
+    from zscrgan.train import Trainer
+    _, out, tmp = demo_run
+    cfg = load_config("DEMO", saved=out / "config.yaml")
+    data = prepare_data(cfg, tmp / "datasets")
+    trainer = Trainer(cfg, data.image_dim, data.text_dim)
+    fresh, _ = evaluate(trainer, data.test, 50)
+    tf.train.Checkpoint(model=trainer.model).read(str(out / "checkpoints" / "best" / "ckpt")).assert_consumed()
+    restored, _ = evaluate(trainer, data.test, 50)
+    best = json.loads((out / "summary.json").read_text())["test_at_selected_round"]["prec"]
+    assert restored["prec"] > fresh["prec"] + 0.1
+    assert abs(restored["prec"] - best) < 0.1  # one fresh noise draw per query, as released
+    assert np.isfinite(restored["map"])
+
+
+def test_same_seed_same_metrics_and_resume_continues_identically(tmp_path):
+    rc1, a = run_main(tmp_path, "a", "--rounds", "3", *FAST)
+    rc2, b = run_main(tmp_path, "b", "--rounds", "3", *FAST)
+    assert rc1 == rc2 == 0
+    assert without_times(records(a)) == without_times(records(b))
+    rc3, c = run_main(tmp_path, "c", "--rounds", "3", "--seed", "1", *FAST)
+    assert without_times(records(c)) != without_times(records(a))
+    # Two rounds, then resume for the third: the same numbers as three rounds in one go.
+    rc4, d = run_main(tmp_path, "d", "--rounds", "2", *FAST)
+    assert main(["--resume", str(d), "--rounds", "3", "--data_root", str(tmp_path / "datasets"),
+                 "--results_root", str(tmp_path / "results")]) == 0
+    assert without_times(records(d)) == without_times(records(a))
+
+
+def test_time_budget_stops_and_says_so(tmp_path, capsys):
+    rc, out = run_main(tmp_path, "tb", "--rounds", "50", "--time_budget", "0.001", *FAST)
+    assert rc == 0
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["rounds_done"] == 1 and "time budget" in summary["stopped"]
+    assert "stopped: time budget of 0.001 min reached" in capsys.readouterr().out
+
+
+def test_validated_protocol_selects_on_validation_classes(tmp_path):
+    rc, out = run_main(tmp_path, "val", "--rounds", "3", "--protocol", "validated", *FAST)
+    assert rc == 0
+    recs = records(out)
+    summary = json.loads((out / "summary.json").read_text())
+    best_val = max(recs, key=lambda r: r["val"]["prec"])
+    assert summary["selected_round"] == best_val["round"]
+    assert summary["test_at_selected_round"] == best_val["test"]
+    assert summary["best_test_prec_any_round"] == max(r["test"]["prec"] for r in recs)
+    assert summary["val_at_selected_round"] == best_val["val"]
+
+
+def test_ctrl_c_finishes_writing_and_exits_cleanly(tmp_path):
+    out = tmp_path / "run"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "main.py"), "--data_root", str(tmp_path / "datasets"),
+         "--results_root", str(tmp_path / "results"), "--output_dir", str(out), "--rounds", "1000", *FAST],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (out / "metrics.jsonl").exists():
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 0, stderr
+    assert "stopped: interrupted (Ctrl-C)" in stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["stopped"].startswith("interrupted") and 1 <= summary["rounds_done"] < 1000
+    last = json.loads((out / "checkpoints" / "last" / "state.json").read_text())
+    assert last["round"] == summary["rounds_done"] == len(records(out))
+
+
+def test_cli_errors_are_one_line_and_non_zero(tmp_path):
+    def cli(*args):
+        p = subprocess.run([sys.executable, str(ROOT / "main.py"), "--data_root", str(tmp_path), *args],
+                           capture_output=True, text=True, timeout=120)
+        return p.returncode, p.stderr.strip().splitlines()
+
+    rc, err = cli("--dataset", "CUB", "--mm_reg_coeff", "abc")
+    assert rc == 2 and err == ["error: command line: key 'mm_reg_coeff' must be float (like its default 2.0), got 'abc'"]
+    rc, err = cli("--config", str(tmp_path / "nope.yaml"))
+    assert rc == 2 and re.fullmatch(r"error: .*nope\.yaml: config file not found", err[-1])
+    rc, err = cli("--dataset", "CUB")
+    assert rc == 2 and err[-1].startswith("error: ") and "CUB" in err[-1]
+    assert "convert" in err[-1]  # says how to get the data
+    rc, err = cli("--resume", str(tmp_path / "norun"))
+    assert rc == 2 and "config.yaml: not found" in err[-1]
+    rc, err = cli("--time_budget", "-1")
+    assert rc == 2 and "--time_budget" in err[-1]
