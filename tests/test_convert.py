@@ -54,7 +54,8 @@ def test_wikipedia_real(tmp_path, text, text_dim):
     cats = np.array([int(line.split("\t")[2]) for name in ("trainset_txt_img_cat.list", "testset_txt_img_cat.list")
                      for line in (src / name).read_text().splitlines()])
     images = np.concatenate([mat["I_tr"], mat["I_te"]])
-    texts = np.concatenate([mat["T_tr" if text == "lda" else "T_tfidf_tr"], mat["T_te" if text == "lda" else "T_tfidf_te"]])
+    text_keys = ("T_tr", "T_te") if text == "lda" else ("T_tfidf_tr", "T_tfidf_te")
+    texts = np.concatenate([mat[key] for key in text_keys])
     for c in (1, 10):
         np.testing.assert_allclose(ds.image[c], images[cats == c], rtol=1e-6)
         np.testing.assert_allclose(ds.text[c], texts[cats == c], rtol=1e-6, atol=1e-9)
@@ -331,7 +332,7 @@ def _bad_cases():
                        convert_wikipedia, {}, "testset_txt_img_cat.list", id="wikipedia: malformed list")
 
 
-@pytest.mark.parametrize("make, convert, options, file", _bad_cases())
+@pytest.mark.parametrize("make, convert, options, file", list(_bad_cases()))
 def test_bad_source_names_the_file_and_writes_nothing(tmp_path, make, convert, options, file):
     make(tmp_path / "src")
     datasets = tmp_path / "datasets"
@@ -361,6 +362,25 @@ def test_failed_conversion_keeps_the_existing_folder(tmp_path):
     assert [p.name for p in datasets.iterdir()] == ["OUT"]
     assert _meta(good)["options"]["with_test_seen"] is True
     assert load_dataset(good).n_images([1, 2]) == 7
+
+
+def test_failure_while_moving_into_place_keeps_the_existing_folder(tmp_path, monkeypatch):
+    datasets = tmp_path / "datasets"
+    src = _tiny_xlsa17(tmp_path / "src")
+    out = convert_xlsa17(src, datasets / "OUT")
+    before = (out / META_FILE).read_bytes()
+    real_rename = Path.rename
+
+    def failing_final_move(self, target):
+        if Path(target) == out and self.name == "OUT":
+            raise OSError(28, "No space left on device")
+        return real_rename(self, target)
+
+    monkeypatch.setattr(Path, "rename", failing_final_move)
+    with pytest.raises(UserError, match="No space left"):
+        convert_xlsa17(src, out, overwrite=True, with_test_seen=True)
+    assert [p.name for p in datasets.iterdir()] == ["OUT"]
+    assert (out / META_FILE).read_bytes() == before and load_dataset(out).n_images([1, 2]) == 5
 
 
 def test_tiny_xlsa17_rows_and_counts(tmp_path):

@@ -12,6 +12,8 @@ from zscrgan.data.release import FILES, Dataset, load_dataset, validate, write_d
 from zscrgan.data.safe_pickle import dump_pickle
 from zscrgan.errors import UserError
 
+IMG, TXT, SEEN, UNSEEN = FILES
+
 
 def _vectors(n, dim, offset):
     return [np.arange(dim, dtype=np.float32) + offset + 10 * i for i in range(n)]
@@ -22,8 +24,7 @@ def _raw():
     image = {1: _vectors(3, 4, 0.5), 2: _vectors(2, 4, 1.5), 3: _vectors(2, 4, 2.5),
              4: _vectors(3, 4, 3.5)}
     text = {c: _vectors(2, 3, -c) for c in (1, 2, 3, 4)}
-    return {"image_embed_dict.pkl": image, "txt_embed_dict.pkl": text,
-            "trainids.pkl": [3, 1], "testids.pkl": [2, 4]}
+    return {IMG: image, TXT: text, SEEN: [3, 1], UNSEEN: [2, 4]}
 
 
 def _write_raw(folder, raw):
@@ -34,9 +35,8 @@ def _write_raw(folder, raw):
 
 
 def _assert_matches(ds, raw):
-    assert ds.seen == raw["trainids.pkl"] and ds.unseen == raw["testids.pkl"]
-    for loaded, stored in ((ds.image, raw["image_embed_dict.pkl"]),
-                           (ds.text, raw["txt_embed_dict.pkl"])):
+    assert ds.seen == raw[SEEN] and ds.unseen == raw[UNSEEN]
+    for loaded, stored in ((ds.image, raw[IMG]), (ds.text, raw[TXT])):
         assert set(loaded) == {1, 2, 3, 4}
         for c, matrix in loaded.items():
             assert matrix.dtype == np.float32
@@ -96,24 +96,22 @@ def test_loads_a_folder_written_by_python2(tmp_path):
     raw = _raw()
     # Image keys as numpy int64 scalars and float32 vectors; text keys as ints and float64
     # vectors (a 1-D vector over 255 bytes uses BINSTRING); unseen ids as numpy scalars.
-    raw["txt_embed_dict.pkl"][4] = [np.linspace(0, 1, 40), np.linspace(1, 2, 40)]
-    for c in (1, 2, 3):
-        raw["txt_embed_dict.pkl"][c] = [np.linspace(c, c + 1, 40)] * 2
+    raw[TXT] = {c: [np.linspace(c, c + 1, 40), np.linspace(-c, 0, 40)] for c in (1, 2, 3, 4)}
     files = {
-        "image_embed_dict.pkl": _py2_dict(
+        IMG: _py2_dict(
             (_py2_int64(c), _py2_list(_py2_array(v) for v in vs))
-            for c, vs in raw["image_embed_dict.pkl"].items()),
-        "txt_embed_dict.pkl": _py2_dict(
+            for c, vs in raw[IMG].items()),
+        TXT: _py2_dict(
             (_py2_int(c), _py2_list(_py2_array(v) for v in vs))
-            for c, vs in raw["txt_embed_dict.pkl"].items()),
-        "trainids.pkl": _py2_list(_py2_int(c) for c in raw["trainids.pkl"]),
-        "testids.pkl": _py2_list(_py2_int64(c) for c in raw["testids.pkl"]),
+            for c, vs in raw[TXT].items()),
+        SEEN: _py2_list(_py2_int(c) for c in raw[SEEN]),
+        UNSEEN: _py2_list(_py2_int64(c) for c in raw[UNSEEN]),
     }
     folder = tmp_path / "PY2"
     folder.mkdir()
     for name, body in files.items():
         (folder / name).write_bytes(_py2_pickle(body))
-    assert b"numpy.core.multiarray\n_reconstruct" in (folder / "image_embed_dict.pkl").read_bytes()
+    assert b"numpy.core.multiarray\n_reconstruct" in (folder / IMG).read_bytes()
 
     ds = load_dataset(folder)
 
@@ -125,17 +123,17 @@ def test_loads_a_folder_written_by_python2(tmp_path):
 
 def test_accepts_digit_string_keys_matrix_values_and_id_arrays(tmp_path):
     raw = _raw()
-    raw["image_embed_dict.pkl"] = {str(c): np.stack(v) for c, v in raw["image_embed_dict.pkl"].items()}
-    raw["trainids.pkl"] = np.array([3, 1], dtype=np.int32)
+    raw[IMG] = {str(c): np.stack(v) for c, v in raw[IMG].items()}
+    raw[SEEN] = np.array([3, 1], dtype=np.int32)
     ds = load_dataset(_write_raw(tmp_path / "D", raw))
     assert ds.seen == [3, 1] and type(ds.seen[0]) is int
-    np.testing.assert_array_equal(ds.image[2], np.stack(_raw()["image_embed_dict.pkl"][2]))
+    np.testing.assert_array_equal(ds.image[2], np.stack(_raw()[IMG][2]))
 
 
 def test_ignores_classes_outside_both_splits(tmp_path):
     raw = _raw()
-    raw["image_embed_dict.pkl"][99] = [np.full(7, np.nan)]  # wrong dimension and NaN: never read
-    raw["txt_embed_dict.pkl"][98] = "not even vectors"
+    raw[IMG][99] = [np.full(7, np.nan)]  # wrong dimension and NaN: never read
+    raw[TXT][98] = "not even vectors"
     ds = load_dataset(_write_raw(tmp_path / "D", raw))
     assert set(ds.image) == set(ds.text) == {1, 2, 3, 4}
 
@@ -148,7 +146,7 @@ def test_counts_and_description(tmp_path):
 
 
 def test_missing_folder_says_how_to_get_one(tmp_path):
-    with pytest.raises(UserError, match="NOPE: no such dataset folder.*python -m zscrgan.data convert"):
+    with pytest.raises(UserError, match="NOPE: no such dataset folder.*python -m zscrgan.data"):
         load_dataset(tmp_path / "NOPE")
 
 
@@ -179,7 +177,6 @@ def _nan_in(name, cid):
     return edit
 
 
-IMG, TXT, SEEN, UNSEEN = FILES
 BAD_CASES = {
     "seen-not-a-list": (_set(SEEN, {3: 1}), SEEN, "list of integer class ids"),
     "seen-floats": (_set(SEEN, [3.0, 1.0]), SEEN, "3.0"),
@@ -304,3 +301,12 @@ def test_write_refuses_invalid_data_before_writing(tmp_path):
 def test_dataset_dimensions():
     ds = Dataset("X", {1: np.zeros((2, 5), np.float32)}, {1: np.zeros((1, 3), np.float32)}, [1], [])
     assert (ds.image_dim, ds.text_dim) == (5, 3)
+
+
+def test_written_folder_gets_the_usual_permissions(tmp_path):
+    umask = os.umask(0)
+    os.umask(umask)
+    folder = tmp_path / "OUT"
+    write_dataset(folder, *_raw().values())
+    assert folder.stat().st_mode & 0o777 == 0o777 & ~umask
+    assert all((folder / name).stat().st_mode & 0o777 == 0o666 & ~umask for name in FILES)

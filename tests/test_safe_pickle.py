@@ -1,4 +1,4 @@
-"""The dataset pickle loader admits Python 2 numpy pickles and refuses anything that could run code."""
+"""The dataset pickle loader admits Python 2 numpy pickles and refuses what could run code."""
 
 import os
 import pickle
@@ -6,6 +6,7 @@ import threading
 
 import numpy as np
 import pytest
+from helpers import require_real_data
 
 from zscrgan.data.safe_pickle import dump_pickle, load_pickle
 from zscrgan.errors import UserError
@@ -128,3 +129,16 @@ def test_failed_dump_keeps_previous_file_and_leaves_no_temp(tmp_path):
 def test_dump_into_missing_folder_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="nowhere"):
         dump_pickle([1], tmp_path / "nowhere" / "x.pkl")
+
+
+
+@pytest.mark.parametrize(
+    "name, count, n_classes",
+    [("labels_test.pkl", 2933, 50), ("labels_train.pkl", 8855, 150),
+     ("labels_test_hard.pkl", 2378, 40), ("labels_train_hard.pkl", 9410, 160)],
+)
+def test_loads_real_python2_pickles(name, count, n_classes):
+    # GAZSL's CUB labels were written by Python 2: a list of numpy scalars, or a numpy array.
+    labels = load_pickle(require_real_data("gazsl_cub_nab", "CUB2011", name))
+    assert len(labels) == count
+    assert set(int(v) for v in labels) == set(range(n_classes))

@@ -74,9 +74,6 @@ def convert_xlsa17(src_dir, out, *, text="att", with_test_seen=False, overwrite=
     locs = {key: _loc_array(splits[key], key, splits_path) for key in loc_keys}
     seen_rows = np.concatenate([locs["trainval_loc"]] + ([locs["test_seen_loc"]] if with_test_seen else []))
     unseen_rows = locs["test_unseen_loc"]
-    if np.intersect1d(seen_rows, unseen_rows).size:
-        raise UserError(f"{splits_path}: test_unseen_loc shares image rows with the seen-class rows; "
-                        "the splits must not overlap: use the file from the xlsa17 release")
 
     if text == "sent":
         text_path = src / "sent_splits.mat"
@@ -120,6 +117,7 @@ def convert_xlsa17(src_dir, out, *, text="att", with_test_seen=False, overwrite=
                         f"images in {' / '.join(loc_keys)}: the text matrix must have one column per class")
 
     features = features.T  # N x D view; MATLAB's column-major storage makes its rows contiguous
+    # One float32 copy per class, then the float64 source goes: never a third full copy.
     image = {}
     for rows_by_class in (seen_by_class, unseen_by_class):
         for c, rows in rows_by_class.items():
@@ -185,14 +183,17 @@ def convert_gazsl(src_dir, out, *, split="easy", tfidf=None, feat_train=None, fe
     sources.append(split_path)
     train_cid = _int_array(np.asarray(cids["train_cid"]).ravel(), "train_cid", split_path)
     test_cid = _int_array(np.asarray(cids["test_cid"]).ravel(), "test_cid", split_path)
+    for key, cid in (("train_cid", train_cid), ("test_cid", test_cid)):
+        if cid.size == 0 or cid.min() < 1 or np.unique(cid).size != cid.size:
+            raise UserError(f"{split_path}: {key} must list distinct 1-based class ids")
     overlap = np.intersect1d(train_cid, test_cid)
     if overlap.size:
         raise UserError(f"{split_path}: classes {_short(overlap.tolist())} are in both train_cid and test_cid; "
                         "the class splits must not overlap")
-    for key, cid in (("train_cid", train_cid), ("test_cid", test_cid)):
-        if cid.size == 0 or cid.min() < 1 or np.unique(cid).size != cid.size:
-            raise UserError(f"{split_path}: {key} must list distinct 1-based class ids")
     n_classes = train_cid.size + test_cid.size
+    if max(train_cid.max(), test_cid.max()) > n_classes:
+        raise UserError(f"{split_path}: class ids go up to {max(train_cid.max(), test_cid.max())} but the split "
+                        f"has {n_classes} classes (ids 1..{n_classes}): is it a GAZSL split file?")
 
     tfidf_path = _gazsl_tfidf_path(src, tfidf, names["tfidf"])
     matrix = _load_mat(tfidf_path, ["PredicateMatrix"])["PredicateMatrix"]
@@ -200,10 +201,11 @@ def convert_gazsl(src_dir, out, *, split="easy", tfidf=None, feat_train=None, fe
     if matrix.ndim != 2 or matrix.shape[0] != n_classes:
         raise UserError(f"{tfidf_path}: PredicateMatrix has shape {matrix.shape} but {split_path.name} names "
                         f"{n_classes} classes (one row per class): give this dataset's TF-IDF file with --tfidf")
-    if max(train_cid.max(), test_cid.max()) > n_classes:
-        raise UserError(f"{split_path}: class ids go up to {max(train_cid.max(), test_cid.max())} but there are "
-                        f"{n_classes} classes (ids 1..{n_classes})")
-    matrix = scipy.sparse.csr_matrix(matrix) if scipy.sparse.issparse(matrix) else _matrix(matrix, "PredicateMatrix", tfidf_path)
+    # A sparse TF-IDF stays sparse (row slicing wants CSR); each class's row is densified on its own.
+    if scipy.sparse.issparse(matrix):
+        matrix = scipy.sparse.csr_matrix(matrix)
+    else:
+        matrix = _matrix(matrix, "PredicateMatrix", tfidf_path)
 
     image, feat_names = {}, {}
     for part, cid, override in (("train", train_cid, feat_train), ("test", test_cid, feat_test)):
@@ -284,7 +286,7 @@ def convert_wikipedia(src_dir, out, *, text="lda", seen=None, split_seed=None, n
     mat = _load_mat(mat_path, ["I_tr", "I_te", *text_keys])
     sources = [mat_path]
     categories = []
-    for part, (image_key, text_key, list_name) in enumerate(zip(("I_tr", "I_te"), text_keys, _WIKI_LISTS)):
+    for image_key, text_key, list_name in zip(("I_tr", "I_te"), text_keys, _WIKI_LISTS):
         list_path = src / list_name
         cats = _read_wiki_list(list_path)
         sources.append(list_path)
@@ -293,9 +295,10 @@ def convert_wikipedia(src_dir, out, *, text="lda", seen=None, split_seed=None, n
         if images.shape[0] != cats.size or texts.shape[0] != cats.size:
             raise UserError(f"{mat_path}: {image_key} has {images.shape[0]} rows and {text_key} {texts.shape[0]} "
                             f"but {list_name} has {cats.size} lines (one per item): take them from one release")
-        if part and (images.shape[1] != mat["I_tr"].shape[1] or texts.shape[1] != mat[text_keys[0]].shape[1]):
-            raise UserError(f"{mat_path}: train and test features differ in dimension")
         categories.append(cats)
+    for train_key, test_key in (("I_tr", "I_te"), text_keys):
+        if mat[train_key].shape[1] != mat[test_key].shape[1]:
+            raise UserError(f"{mat_path}: {train_key} and {test_key} differ in dimension: take them from one release")
     images = np.concatenate([mat["I_tr"], mat["I_te"]])
     texts = np.concatenate([mat[k] for k in text_keys])
     del mat
@@ -315,7 +318,7 @@ def convert_wikipedia(src_dir, out, *, text="lda", seen=None, split_seed=None, n
                         f"{classes} (the categories of {_WIKI_LISTS[0]} / {_WIKI_LISTS[1]})")
     unseen = [c for c in classes if c not in seen]
     if not seen or not unseen:
-        raise UserError(f"--seen must leave at least one of the {len(classes)} classes unseen")
+        raise UserError(f"--seen must name at least one of the {len(classes)} classes and leave one unseen")
 
     rows_by_class = _rows_by_class(categories, np.arange(categories.size))
     image = {c: _take_rows(images, rows, "I_tr/I_te", mat_path) for c, rows in rows_by_class.items()}
@@ -359,7 +362,7 @@ def _check_out(out, overwrite):
 
 def _whosmat(path):
     if not path.is_file():
-        raise UserError(f"{path}: no such file")
+        raise UserError(f"{path}: no such file: put the release's file there under this name")
     try:
         return scipy.io.whosmat(str(path))
     except NotImplementedError:
@@ -397,7 +400,7 @@ def _int_array(values, key, path):
     values = np.asarray(values)
     if values.dtype.kind == "f" and np.all(values == np.round(values)):
         values = values.astype(np.int64)
-    if values.dtype.kind not in "iub":
+    if values.dtype.kind not in "iu":
         raise UserError(f"{path}: {key} must hold integers, found {values.dtype}")
     return values.astype(np.int64)
 

@@ -59,7 +59,9 @@ class DemoSpec:
             )
         for name in ("item_spread", "text_noise", "image_noise"):
             if getattr(self, name) < 0:
-                raise UserError(f"demo spec: {name} must not be negative, got {getattr(self, name)}")
+                raise UserError(
+                    f"demo spec: {name} must not be negative, got {getattr(self, name)}"
+                )
 
 
 # Sizes of the CUB benchmark (200 birds, 150 seen, ResNet-101 images, char-CNN-RNN text).

@@ -47,7 +47,8 @@ def format_summary(summary: dict) -> str:
     lines = [
         f"dataset {summary['name']}: {splits['seen']['classes']} seen / {splits['unseen']['classes']} unseen classes",
         f"dimensions: image {summary['image_dim']}, text {summary['text_dim']}",
-        f"{'split':<8}{'classes':>8}{'images':>9}  {'per class min/median/max':<26}{'texts':>8}  per class min/median/max",
+        f"{'split':<8}{'classes':>8}{'images':>9}  {'per class min/median/max':<26}{'texts':>8}"
+        "  per class min/median/max",
     ]
     for split, s in splits.items():
         lines.append(f"{split:<8}{s['classes']:>8}{s['images']:>9}  {_fmt_spread(s['images_per_class']):<26}"

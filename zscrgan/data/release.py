@@ -3,14 +3,14 @@
 A folder holds four pickles, as the authors' Python 2 code wrote them:
 - image_embed_dict.pkl: dict class id -> list of 1-D image vectors of that class
 - txt_embed_dict.pkl:   dict class id -> list of 1-D text vectors of that class
-- trainids.pkl:         list of seen class ids (the training classes), in the order the sampler walks
+- trainids.pkl:         list of seen (training) class ids, in the order the sampler walks them
 - testids.pkl:          list of unseen class ids (the retrieval classes)
 Classes in the dicts that are in neither split are ignored.
 """
 
 import os
 import shutil
-import tempfile
+import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +31,7 @@ _HOW_TO_GET = (
 
 @dataclass
 class Dataset:
-    """One released dataset, keyed by plain int class ids, with float32 [n, dim] arrays per class."""
+    """One released dataset: plain int class ids, a float32 [n, dim] array per class and modality."""
 
     name: str
     image: dict[int, np.ndarray]
@@ -79,7 +79,8 @@ def load_dataset(folder) -> Dataset:
     for name in FILES:
         if not (folder / name).is_file():
             raise UserError(
-                f"{folder / name}: missing (a dataset folder holds {', '.join(FILES)}); {_HOW_TO_GET}"
+                f"{folder / name}: missing (a dataset folder holds {', '.join(FILES)}); "
+                f"{_HOW_TO_GET}"
             )
     seen = _class_ids(load_pickle(folder / SEEN_FILE), folder / SEEN_FILE)
     unseen = _class_ids(load_pickle(folder / UNSEEN_FILE), folder / UNSEEN_FILE)
@@ -131,20 +132,29 @@ def write_dataset(folder, image, text, seen, unseen) -> None:
         SEEN_FILE: seen,
         UNSEEN_FILE: unseen,
     }
+    # A random sibling made with mkdir, not mkdtemp, so the folder gets the usual permissions.
+    staging = folder.with_name(f".{folder.name}.new-{uuid.uuid4().hex[:12]}")
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.new-"))
+        staging.mkdir()
     except OSError as err:
-        raise UserError(f"{folder}: cannot create the dataset folder: {err.strerror or err}") from None
+        raise _cannot_write(folder, err) from None
     try:
         for name, obj in contents.items():
             dump_pickle(obj, staging / name)
         _move_into_place(staging, folder)
     except OSError as err:
-        raise UserError(f"{folder}: cannot replace the dataset folder: {err.strerror or err}") from None
+        raise _cannot_write(folder, err) from None
     finally:
         # Gone after a successful move; otherwise a partial folder that must not remain.
         shutil.rmtree(staging, ignore_errors=True)
+
+
+def _cannot_write(folder: Path, err: OSError) -> UserError:
+    return UserError(
+        f"{folder}: cannot write the dataset folder: {err.strerror or err}; "
+        "check that its parent folder is writable"
+    )
 
 
 def _move_into_place(staging: Path, folder: Path) -> None:
@@ -162,7 +172,7 @@ def _move_into_place(staging: Path, folder: Path) -> None:
 
 
 def _as_released(matrices: dict[int, np.ndarray]) -> dict[int, list[np.ndarray]]:
-    return {c: [row.copy() for row in m] for c, m in matrices.items()}
+    return {c: list(m) for c, m in matrices.items()}
 
 
 def _class_id(value):

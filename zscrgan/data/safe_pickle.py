@@ -1,4 +1,4 @@
-"""Pickle I/O for dataset files: a loader that admits only what those files need, and an atomic writer.
+"""Pickle I/O for dataset files: a loader admitting only what such files need; an atomic writer.
 
 Loading a pickle can call any importable function, so a downloaded dataset file could run code.
 The loader therefore resolves globals from a short whitelist: numpy arrays, dtypes and scalars
@@ -10,7 +10,7 @@ need no globals at all.
 import codecs
 import os
 import pickle
-import tempfile
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -27,7 +27,7 @@ _RECONSTRUCT_SCALAR = np.float32(0).__reduce__()[0]
 
 
 class _RefusedGlobal(Exception):
-    """A pickle asked for a global, or a use of one, outside the whitelist; carries what it asked."""
+    """A pickle asked for a global (or a use of one) outside the whitelist; carries which."""
 
 
 def _latin1_bytes(text, encoding):
@@ -93,19 +93,18 @@ def dump_pickle(obj, path):
     Raises UserError when the folder cannot be written.
     """
     path = Path(path)
+    # A random name opened exclusively, rather than mkstemp, so the file gets the usual
+    # permissions (mkstemp makes it private to the user).
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as err:
-        raise _cannot_write(path, err) from None
-    try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             pickle.dump(obj, f, protocol=PROTOCOL)
         os.replace(tmp, path)
     except OSError as err:
         raise _cannot_write(path, err) from None
     finally:
         # After a successful replace the temporary name is gone; otherwise it is debris.
-        Path(tmp).unlink(missing_ok=True)
+        tmp.unlink(missing_ok=True)
 
 
 def _cannot_write(path, err):
