@@ -4,6 +4,7 @@
     python main.py --dataset CUB            # configs/default.yaml + configs/CUB.yaml, datasets/CUB/
     python main.py --dataset CUB --mm_reg_coeff 1.0 --rounds 300 --time_budget 60
     python main.py --resume runs/CUB/<run>  # continue a run from its last checkpoint
+    python main.py --dataset CUB --protocol validated --seeds 0 1 2   # mean +- std over seeds
 
 Every key of configs/default.yaml is also a flag (--key value).
 """
@@ -11,6 +12,7 @@ Every key of configs/default.yaml is also a flag (--key value).
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -31,10 +33,50 @@ def build_parser(config_keys) -> argparse.ArgumentParser:
                    help="where <DATASET>_res/acc<score>.pkl files go")
     p.add_argument("--output_dir", help="run folder (default: runs/<DATASET>/<time>-seed<seed>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="one run per seed (folders seed<k> under the output folder), then mean +- std")
     group = p.add_argument_group("config keys (override the YAML files)")
     for key in config_keys:
         group.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="VALUE")
     return p
+
+
+def train_one(cfg, run_dir: Path, args, resume: bool = False) -> dict:
+    """One run (new, or resumed from run_dir); prints its outcome and returns its summary."""
+    from zscrgan.errors import UserError
+    from zscrgan.run import Run  # imports TensorFlow: only once the arguments are known to be good
+
+    run = Run(cfg, run_dir, Path(args.data_root), Path(args.results_root))
+    if resume and not run.resume():
+        raise UserError(f"{run_dir}: no checkpoint to resume from (checkpoints/last is missing)")
+    run.start()
+    summary = run.train(args.time_budget)
+    k = cfg.top_k
+    test = summary["test_at_selected_round"]
+    print(f"stopped: {summary['stopped']}")
+    if test:
+        label = "best round" if cfg.protocol == "released" else "round selected on validation classes"
+        print(f"{label}: {summary['selected_round']} | unseen Prec@{k} {test['prec']:.4f} mAP@{k} {test['map']:.4f} "
+              f"Top-1 {test['top1']:.4f} | chance Prec@{k} {summary['chance_prec']:.4f}")
+    print(f"run folder: {summary['run_dir']}")
+    return summary
+
+
+def train_seeds(cfg, base: Path, seeds, args) -> None:
+    """One run per seed under base/seed<k>, then mean and standard deviation across them."""
+    from zscrgan.atomic import write_text_atomic
+    from zscrgan.report import aggregate, format_report, read_run
+
+    done = []
+    for seed in seeds:
+        cfg.seed = seed
+        summary = train_one(cfg, base / f"seed{seed}", args)
+        done.append(read_run(base / f"seed{seed}"))
+        if summary["stopped"].startswith("interrupted"):
+            break
+    print(format_report(done))
+    write_text_atomic(base / "seeds_summary.json",
+                      json.dumps({"seeds": [r["seed"] for r in done], "aggregate": aggregate(done)}, indent=1))
 
 
 def main(argv=None) -> int:
@@ -46,37 +88,29 @@ def main(argv=None) -> int:
     overrides = {k: parse_flag_value(getattr(args, f"cfg_{k}")) for k in keys
                  if getattr(args, f"cfg_{k}") is not None}
     try:
+        if args.time_budget is not None and args.time_budget <= 0:
+            raise UserError(f"--time_budget must be a positive number of minutes, got {args.time_budget}")
         if args.resume:
+            if args.seeds:
+                raise UserError("--resume continues one run; resume each seed's folder on its own")
             run_dir = Path(args.resume)
             saved = run_dir / "config.yaml"
             if not saved.exists():
                 raise UserError(f"{saved}: not found; --resume needs a run folder written by main.py")
             dataset = read_yaml(saved).get("dataset", args.dataset)
-            cfg = load_config(dataset, overrides=overrides, saved=saved)
+            train_one(load_config(dataset, overrides=overrides, saved=saved), run_dir, args, resume=True)
+            return 0
+        cfg = load_config(args.dataset, args.config, overrides)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        if args.seeds:
+            base = Path(args.output_dir) if args.output_dir else ROOT / "runs" / cfg.dataset / f"{stamp}-seeds"
+            train_seeds(cfg, base, args.seeds, args)
         else:
-            cfg = load_config(args.dataset, args.config, overrides)
-            run_dir = Path(args.output_dir) if args.output_dir else (
-                ROOT / "runs" / cfg.dataset / f"{time.strftime('%Y%m%d-%H%M%S')}-seed{cfg.seed}")
-        if args.time_budget is not None and args.time_budget <= 0:
-            raise UserError(f"--time_budget must be a positive number of minutes, got {args.time_budget}")
-        from zscrgan.run import Run  # imports TensorFlow: only once the arguments are known to be good
-
-        run = Run(cfg, run_dir, Path(args.data_root), Path(args.results_root))
-        if args.resume and not run.resume():
-            raise UserError(f"{run_dir}: no checkpoint to resume from (checkpoints/last is missing)")
-        run.start()
-        summary = run.train(args.time_budget)
+            run_dir = Path(args.output_dir) if args.output_dir else ROOT / "runs" / cfg.dataset / f"{stamp}-seed{cfg.seed}"
+            train_one(cfg, run_dir, args)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    k = cfg.top_k
-    test = summary["test_at_selected_round"]
-    print(f"stopped: {summary['stopped']}")
-    if test:
-        label = "best round" if cfg.protocol == "released" else "round selected on validation classes"
-        print(f"{label}: {summary['selected_round']} | unseen Prec@{k} {test['prec']:.4f} mAP@{k} {test['map']:.4f} "
-              f"Top-1 {test['top1']:.4f} | chance Prec@{k} {summary['chance_prec']:.4f}")
-    print(f"run folder: {summary['run_dir']}")
     return 0
 
 

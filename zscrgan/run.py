@@ -24,6 +24,7 @@ import tensorflow as tf
 import yaml
 
 from zscrgan import __version__
+from zscrgan.atomic import append_line, write_text_atomic
 from zscrgan.config import to_plain
 from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
@@ -39,30 +40,7 @@ DEMO = "DEMO"
 LOSS_NAMES = ("L_D", "L_G", "R", "L_C", "div")
 
 
-# --- small atomic writers ----------------------------------------------------------------------------
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def append_line(path: Path, line: str) -> None:
-    """Append one complete line and flush it to disk (a JSON-lines log survives a crash line by line)."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
+# --- checkpoints ------------------------------------------------------------------------------------
 def save_checkpoint(checkpoint: tf.train.Checkpoint, folder: Path, extra: dict) -> None:
     """Write a checkpoint and its JSON side file into `folder`, which appears complete or not at all."""
     folder.parent.mkdir(parents=True, exist_ok=True)
@@ -193,6 +171,7 @@ class Run:
         self.weights = tf.train.Checkpoint(model=self.trainer.model)
         self.best = Best()
         self.round = 0
+        self.last_test: dict = {}
         self._tb = None
 
     # checkpoint layout
@@ -214,6 +193,7 @@ class Run:
         self.sampler.load_state_dict(state["sampler"])
         self.round = state["round"]
         self.best = Best(**state["best"])
+        self.last_test = state["last_test"]
         self.log(f"resumed from {folder} after round {self.round}")
         return True
 
@@ -241,7 +221,7 @@ class Run:
         cfg = self.cfg
         b = self.best
         out = {"dataset": cfg.dataset, "protocol": cfg.protocol, "rounds_done": self.round, "stopped": stop_reason,
-               "selected_round": b.round, "test_at_selected_round": b.test,
+               "selected_round": b.round, "test_at_selected_round": b.test, "test_at_last_round": self.last_test,
                "best_test_prec_any_round": None if b.best_test_any_round == -math.inf else b.best_test_any_round,
                "chance_prec": chance_prec(self.data.test.gallery_labels, self.data.test.query_labels),
                "top_k": cfg.top_k, "run_dir": str(self.run_dir)}
@@ -264,6 +244,7 @@ class Run:
         t0 = time.perf_counter()
         test, retrieved = evaluate(self.trainer, self.data.test, cfg.top_k)
         record = {"round": self.round, "losses": losses, "test": _headline(test)}
+        self.last_test = record["test"]
         if self.data.val is not None:
             val, _ = evaluate(self.trainer, self.data.val, cfg.top_k)
             record["val"] = _headline(val)
@@ -334,7 +315,8 @@ class Run:
                 self._tensorboard(record)
                 self._print_round(record)
                 save_checkpoint(self.full_state, self.last_dir, {
-                    "round": self.round, "sampler": self.sampler.state_dict(), "best": vars(self.best)})
+                    "round": self.round, "sampler": self.sampler.state_dict(), "best": vars(self.best),
+                    "last_test": self.last_test})
                 round_times.append(time.perf_counter() - t0)
                 if stop.requested:
                     stop_reason = "interrupted (Ctrl-C)"
