@@ -6,7 +6,7 @@ import pytest
 
 from zscrgan.data.convert import convert_wikipedia
 
-# The steering repo's `shared` folder sits beside this repository's root; CI and developers get it
+# The `shared` folder of reference data sits beside this repository's root; CI and developers get it
 # there. The real data is never copied into the project.
 SHARED = Path(__file__).resolve().parents[2] / "shared"
 REAL_DATA = SHARED / "real_data"

@@ -1,8 +1,8 @@
 """RMSProp and Adam with TensorFlow 1 semantics, which the released model was trained with.
 
 Keras' optimizers differ in ways that change training: Keras RMSProp starts its mean-square
-accumulator at 0 (TF1: 1.0, so the first steps are about 3x smaller) and puts epsilon outside the
-square root; Keras Adam's epsilon defaults to 1e-7 (TF1: 1e-8). One optimizer serves one list of
+accumulator at 0 (TF1: 1.0; from 0 the first step is sqrt(10) times larger for |g| = 1 and about
+3/|g| times larger for small gradients) and puts epsilon outside the square root; Keras Adam's epsilon defaults to 1e-7 (TF1: 1e-8). One optimizer serves one list of
 variables; its slots are tf.Variables, so a tf.train.Checkpoint saves and restores them.
 """
 
