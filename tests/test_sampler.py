@@ -200,3 +200,15 @@ def test_schedule_rows_point_at_the_intended_images():
     cls, img = ClassBatchSampler(counts, batch_size=2, seed=0).schedule(12)
     rows = to_rows(cls, img, offsets, pad_row=len(labels) - 1)
     np.testing.assert_array_equal(labels[rows], cls)
+
+
+def test_wrong_pairing_released_shift_and_distinct_option():
+    from zscrgan.data.sampler import wrong_pairing
+
+    cls = np.array([[4, 4, 7, 2], [1, 1, 1, 1]])
+    # Released: row i takes row i-1's wrong pair (row 0 takes the last row), even of the same class.
+    assert wrong_pairing(cls).tolist() == [[3, 0, 1, 2], [3, 0, 1, 2]]
+    # distinct: the nearest earlier row (cyclically) of another class; none exists in the second batch.
+    assert wrong_pairing(cls, distinct=True).tolist() == [[3, 3, 1, 2], [3, 0, 1, 2]]
+    padded = np.array([[5, -1, -1]])
+    assert wrong_pairing(padded, distinct=True).tolist() == [[2, 0, 0]]
