@@ -2,6 +2,7 @@
 
 import hashlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import scipy.io
 import scipy.sparse
 
 from helpers import make_wiki_folder, require_real_data
+import zscrgan.atomic
 from zscrgan.data.convert import META_FILE, convert_gazsl, convert_wikipedia, convert_xlsa17
 from zscrgan.data.release import FILES, load_dataset
 from zscrgan.data.safe_pickle import dump_pickle, load_pickle
@@ -369,14 +371,15 @@ def test_failure_while_moving_into_place_keeps_the_existing_folder(tmp_path, mon
     src = _tiny_xlsa17(tmp_path / "src")
     out = convert_xlsa17(src, datasets / "OUT")
     before = (out / META_FILE).read_bytes()
-    real_rename = Path.rename
+    real_rename = os.rename
 
-    def failing_final_move(self, target):
-        if Path(target) == out and self.name == "OUT":
+    def failing_final_move(source, target):
+        # The new folder's move into place fails after the old one was moved aside.
+        if Path(target) == out and Path(source).name != ".OUT.old":
             raise OSError(28, "No space left on device")
-        return real_rename(self, target)
+        return real_rename(source, target)
 
-    monkeypatch.setattr(Path, "rename", failing_final_move)
+    monkeypatch.setattr(zscrgan.atomic.os, "rename", failing_final_move)
     with pytest.raises(UserError, match="No space left"):
         convert_xlsa17(src, out, overwrite=True, with_test_seen=True)
     assert [p.name for p in datasets.iterdir()] == ["OUT"]

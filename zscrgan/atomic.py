@@ -1,35 +1,82 @@
-"""Atomic file writes: a reader sees the old file or the complete new one, never a partial one."""
+"""Atomic writes: a reader sees the old file or folder or the complete new one, never a partial one.
+
+Temporary names are random siblings created exclusively (not mkstemp / mkdtemp, which would make
+the result private to the user), so the final file or folder gets the usual permissions.
+"""
 
 from __future__ import annotations
 
 import os
-import tempfile
+import shutil
+import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 
-def write_bytes_atomic(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder, fsync and a rename."""
+def _sibling(path: Path, tag: str) -> Path:
+    return path.with_name(f".{path.name}.{tag}-{uuid.uuid4().hex[:12]}")
+
+
+@contextmanager
+def atomic_file(path, mode: str = "wb"):
+    """Yield a file open for writing; on success it is flushed, synced and renamed to `path`.
+
+    The folder must exist (an error there is the caller's to report).
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    tmp = _sibling(path, "tmp")
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
+        with open(tmp, mode.replace("w", "x"), **({} if "b" in mode else {"encoding": "utf-8"})) as f:
+            yield f
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    finally:
+        tmp.unlink(missing_ok=True)  # gone after the rename; debris otherwise
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    write_bytes_atomic(path, text.encode("utf-8"))
+def write_text_atomic(path, text: str) -> None:
+    with atomic_file(path, "w") as f:
+        f.write(text)
 
 
-def append_line(path: Path, line: str) -> None:
+def append_line(path, line: str) -> None:
     """Append one complete line and flush it to disk (a JSON-lines log survives a crash line by line)."""
     with open(path, "a", encoding="utf-8") as f:
         f.write(line + "\n")
         f.flush()
         os.fsync(f.fileno())
+
+
+def retired_name(folder: Path) -> Path:
+    """Where `staged_folder` keeps the previous version of `folder` while it swaps the new one in."""
+    return folder.with_name(f".{folder.name}.old")
+
+
+@contextmanager
+def staged_folder(folder):
+    """Yield an empty staging folder; on success it replaces `folder` as a whole.
+
+    The previous `folder` is kept (under `retired_name`) until the new one is in place, and put
+    back if the swap fails; on any error the staging folder is removed and `folder` is untouched.
+    """
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = _sibling(folder, "new")
+    staging.mkdir()
+    try:
+        yield staging
+        if folder.exists():
+            retired = retired_name(folder)
+            shutil.rmtree(retired, ignore_errors=True)
+            os.rename(folder, retired)
+            try:
+                os.rename(staging, folder)
+            except OSError:
+                os.rename(retired, folder)
+                raise
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.rename(staging, folder)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)  # gone after the rename; debris otherwise

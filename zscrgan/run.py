@@ -12,9 +12,7 @@ from __future__ import annotations
 import json
 import math
 import os
-import shutil
 import signal
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +22,7 @@ import tensorflow as tf
 import yaml
 
 from zscrgan import __version__
-from zscrgan.atomic import append_line, write_text_atomic
+from zscrgan.atomic import append_line, retired_name, staged_folder, write_text_atomic
 from zscrgan.config import to_plain
 from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
@@ -43,27 +41,14 @@ LOSS_NAMES = ("L_D", "L_G", "R", "L_C", "div")
 # --- checkpoints ------------------------------------------------------------------------------------
 def save_checkpoint(checkpoint: tf.train.Checkpoint, folder: Path, extra: dict) -> None:
     """Write a checkpoint and its JSON side file into `folder`, which appears complete or not at all."""
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}."))
-    try:
-        checkpoint.write(str(tmp / "ckpt"))
-        (tmp / "state.json").write_text(json.dumps(extra, indent=1), encoding="utf-8")
-        old = None
-        if folder.exists():
-            old = folder.with_name(f".{folder.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            folder.rename(old)
-        tmp.rename(folder)
-        if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with staged_folder(folder) as staging:
+        checkpoint.write(str(staging / "ckpt"))
+        (staging / "state.json").write_text(json.dumps(extra, indent=1), encoding="utf-8")
 
 
 def find_checkpoint(folder: Path) -> Path | None:
     """The complete checkpoint folder at `folder`, or its previous version if a swap was interrupted."""
-    for candidate in (folder, folder.with_name(f".{folder.name}.old")):
+    for candidate in (folder, retired_name(folder)):
         if (candidate / "state.json").exists():
             return candidate
     return None

@@ -13,8 +13,6 @@ one class at a time, and the loaded matrix is released before the pickles are wr
 
 import hashlib
 import json
-import shutil
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -457,28 +455,7 @@ def _meta(converter, options, sources, image, text, seen, unseen, extra):
 
 
 def _finish(out, converter, options, sources, image, text, seen, unseen, extra, overwrite):
-    """Write the folder and meta.json into a staging folder beside `out`, then rename it into place."""
+    """Write the folder with its meta.json as one atomic replacement of `out` (see `write_dataset`)."""
     meta = _meta(converter, options, sources, image, text, seen, unseen, extra)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".converting", dir=out.parent))
-    try:
-        folder = staging / out.name
-        write_dataset(folder, image, text, seen, unseen)
-        (folder / META_FILE).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-        if out.exists():
-            _check_out(out, overwrite)
-            # Keep the old folder until the new one is in place; the staging cleanup removes it.
-            out.rename(staging / "previous")
-            try:
-                folder.rename(out)
-            except OSError:
-                (staging / "previous").rename(out)
-                raise
-        else:
-            folder.rename(out)
-    except OSError as err:
-        raise UserError(f"{out}: cannot write the dataset folder ({err.strerror or err}): "
-                        "check that its parent folder is writable") from None
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
+    write_dataset(out, image, text, seen, unseen, extra_files={META_FILE: json.dumps(meta, indent=2) + "\n"})
     return out

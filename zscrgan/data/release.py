@@ -8,15 +8,13 @@ A folder holds four pickles, as the authors' Python 2 code wrote them:
 Classes in the dicts that are in neither split are ignored.
 """
 
-import os
-import shutil
-import uuid
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
+from zscrgan.atomic import staged_folder
 from zscrgan.data.safe_pickle import dump_pickle, load_pickle
 from zscrgan.errors import UserError
 
@@ -112,13 +110,14 @@ def validate(ds: Dataset, folder) -> None:
     _check_vectors(ds.text, ds.seen + ds.unseen, folder / TEXT_FILE, "text")
 
 
-def write_dataset(folder, image, text, seen, unseen) -> None:
+def write_dataset(folder, image, text, seen, unseen, extra_files: dict[str, str] | None = None) -> None:
     """Write a dataset folder in the released format, replacing `folder` as a whole.
 
     `image`/`text` map class id -> vectors (a 2-D array or a list of 1-D arrays). The data is
     validated first. Writes dict int -> list of 1-D float32 arrays and lists of plain ints,
     pickle protocol 2. The new folder is assembled beside the target and renamed into place,
     so on any error the previous folder (if any) is left as it was and no partial folder remains.
+    `extra_files` (name -> text) are written into the folder as part of the same swap.
     """
     folder = Path(folder)
     image = _all_matrices(image, folder / IMAGE_FILE)
@@ -132,43 +131,15 @@ def write_dataset(folder, image, text, seen, unseen) -> None:
         SEEN_FILE: seen,
         UNSEEN_FILE: unseen,
     }
-    # A random sibling made with mkdir, not mkdtemp, so the folder gets the usual permissions.
-    staging = folder.with_name(f".{folder.name}.new-{uuid.uuid4().hex[:12]}")
     try:
-        folder.parent.mkdir(parents=True, exist_ok=True)
-        staging.mkdir()
+        with staged_folder(folder) as staging:
+            for name, obj in contents.items():
+                dump_pickle(obj, staging / name)
+            for name, text in (extra_files or {}).items():
+                (staging / name).write_text(text, encoding="utf-8")
     except OSError as err:
-        raise _cannot_write(folder, err) from None
-    try:
-        for name, obj in contents.items():
-            dump_pickle(obj, staging / name)
-        _move_into_place(staging, folder)
-    except OSError as err:
-        raise _cannot_write(folder, err) from None
-    finally:
-        # Gone after a successful move; otherwise a partial folder that must not remain.
-        shutil.rmtree(staging, ignore_errors=True)
-
-
-def _cannot_write(folder: Path, err: OSError) -> UserError:
-    return UserError(
-        f"{folder}: cannot write the dataset folder: {err.strerror or err}; "
-        "check that its parent folder is writable"
-    )
-
-
-def _move_into_place(staging: Path, folder: Path) -> None:
-    if not folder.exists():
-        os.rename(staging, folder)
-        return
-    retired = staging.with_name(staging.name + "-old")
-    os.rename(folder, retired)
-    try:
-        os.rename(staging, folder)
-    except OSError:
-        os.rename(retired, folder)
-        raise
-    shutil.rmtree(retired)
+        raise UserError(f"{folder}: cannot write the dataset folder: {err.strerror or err}; "
+                        "check that its parent folder is writable") from None
 
 
 def _as_released(matrices: dict[int, np.ndarray]) -> dict[int, list[np.ndarray]]:

@@ -8,13 +8,12 @@ need no globals at all.
 """
 
 import codecs
-import os
 import pickle
-import uuid
 from pathlib import Path
 
 import numpy as np
 
+from zscrgan.atomic import atomic_file
 from zscrgan.errors import UserError
 
 # Protocol 2 is what the released Python 2 files use, and what Python 2 tools can still read.
@@ -93,18 +92,11 @@ def dump_pickle(obj, path):
     Raises UserError when the folder cannot be written.
     """
     path = Path(path)
-    # A random name opened exclusively, rather than mkstemp, so the file gets the usual
-    # permissions (mkstemp makes it private to the user).
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
     try:
-        with open(tmp, "xb") as f:
+        with atomic_file(path, "wb") as f:
             pickle.dump(obj, f, protocol=PROTOCOL)
-        os.replace(tmp, path)
     except OSError as err:
         raise _cannot_write(path, err) from None
-    finally:
-        # After a successful replace the temporary name is gone; otherwise it is debris.
-        tmp.unlink(missing_ok=True)
 
 
 def _cannot_write(path, err):
