@@ -106,3 +106,13 @@ def test_saved_config_replaces_dataset_layers(tmp_path):
     saved.write_text(yaml.safe_dump({k: (dict(v) if isinstance(v, dict) else v) for k, v in cfg.items()}))
     again = load_config("DEMO", saved=saved, overrides={"rounds": 5})
     assert again.rounds == 5 and again.gf_dim == cfg["gf_dim"]
+
+
+def test_cub_sized_demo_config_matches_the_generator_preset():
+    from dataclasses import asdict
+
+    from zscrgan.data.demo import CUB_LIKE
+
+    cfg = load_config("DEMO", CONFIG_DIR / "demo_cub_sizes.yaml")
+    assert dict(cfg.demo) == asdict(CUB_LIKE)
+    assert (cfg.gf_dim, cfg.df_dim, cfg.embed_dim, cfg.z_dim) == (2048, 1024, 1024, 256)  # released sizes
