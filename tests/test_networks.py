@@ -154,3 +154,19 @@ def test_same_rng_seed_gives_same_weights():
         np.testing.assert_array_equal(va.numpy(), vb.numpy())
     assert any(not np.array_equal(va.numpy(), vc.numpy())
                for va, vc in zip(a.trainable_variables, c.trainable_variables))
+
+
+def test_matmul_gradient_equals_tensorflows_own():
+    from zscrgan.networks import matmul
+
+    rng = np.random.default_rng(3)
+    x = tf.constant(rng.standard_normal((5, 7)), tf.float32)
+    w = tf.Variable(rng.standard_normal((7, 4)), dtype=tf.float32)
+    dy = tf.constant(rng.standard_normal((5, 4)), tf.float32)
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours = tf.reduce_sum(matmul(x, w) * dy)
+        theirs = tf.reduce_sum(tf.matmul(x, w) * dy)
+    for a, b in zip(tape.gradient(ours, [x, w]), tape.gradient(theirs, [x, w])):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(tape.gradient(ours, x).numpy(), dy.numpy() @ w.numpy().T, rtol=1e-5, atol=1e-5)

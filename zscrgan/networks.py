@@ -15,6 +15,19 @@ def leaky(x: tf.Tensor) -> tf.Tensor:
     return tf.nn.leaky_relu(x, alpha=LEAK)
 
 
+@tf.custom_gradient
+def matmul(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
+    """x @ w, with the input gradient computed as (w @ dy^T)^T.
+
+    The same numbers as TensorFlow's own MatMul gradient (dy @ w^T), but on CPUs the product with a
+    transposed large right-hand matrix runs about 2-3x slower than this form (see benchmarks/).
+    """
+    def grad(dy):
+        return tf.transpose(tf.matmul(w, dy, transpose_b=True)), tf.matmul(x, dy, transpose_a=True)
+
+    return tf.matmul(x, w), grad
+
+
 class Dense(tf.Module):
     """y = x W + b with W ~ N(0, 0.02^2), b = 0."""
 
@@ -24,7 +37,7 @@ class Dense(tf.Module):
         self.bias = tf.Variable(tf.zeros([n_out]), name="bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:
-        return tf.matmul(x, self.kernel) + self.bias
+        return matmul(x, self.kernel) + self.bias
 
 
 class TextEncoder(tf.Module):
