@@ -5,6 +5,7 @@
     python main.py --dataset CUB --mm_reg_coeff 1.0 --rounds 300 --time_budget 60
     python main.py --resume runs/CUB/<run>  # continue a run from its last checkpoint
     python main.py --dataset CUB --protocol validated --seeds 0 1 2   # mean +- std over seeds
+    python main.py --evaluate runs/CUB/<run> --eval_draws 10          # re-score the selected weights
 
 Every key of configs/default.yaml is also a flag (--key value).
 """
@@ -33,6 +34,8 @@ def build_parser(config_keys) -> argparse.ArgumentParser:
                    help="where <DATASET>_res/acc<score>.pkl files go")
     p.add_argument("--output_dir", help="run folder (default: runs/<DATASET>/<time>-seed<seed>)")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--evaluate", metavar="RUN_DIR",
+                   help="evaluate the selected round's weights of RUN_DIR (with --eval_draws N per query)")
     p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
                    help="one run per seed (folders seed<k> under the output folder), then mean +- std")
     group = p.add_argument_group("config keys (override the YAML files)")
@@ -60,6 +63,20 @@ def train_one(cfg, run_dir: Path, args, resume: bool = False) -> dict:
               f"Top-1 {test['top1']:.4f} | chance Prec@{k} {summary['chance_prec']:.4f}")
     print(f"run folder: {summary['run_dir']}")
     return summary
+
+
+def evaluate_one(cfg, run_dir: Path, args) -> None:
+    """Re-evaluate a run's selected weights (e.g. with more noise draws per query) and print the metrics."""
+    from zscrgan.run import Run
+
+    out = Run(cfg, run_dir, Path(args.data_root), Path(args.results_root)).evaluate_best()
+    k, t = cfg.top_k, out["test"]
+    line = (f"round {out['round']} weights, {out['eval_draws']} draw(s) per query | unseen Prec@{k} {t['prec']:.4f} "
+            f"mAP@{k} {t['map']:.4f} Top-1 {t['top1']:.4f}")
+    if "val" in out:
+        line += f" | val Prec@{k} {out['val']['prec']:.4f}"
+    print(line)
+    print(f"written: {run_dir / ('evaluation-draws%d.json' % out['eval_draws'])}")
 
 
 def train_seeds(cfg, base: Path, seeds, args) -> None:
@@ -90,15 +107,20 @@ def main(argv=None) -> int:
     try:
         if args.time_budget is not None and args.time_budget <= 0:
             raise UserError(f"--time_budget must be a positive number of minutes, got {args.time_budget}")
-        if args.resume:
+        if args.resume or args.evaluate:
+            if args.resume and args.evaluate:
+                raise UserError("give either --resume or --evaluate, not both")
             if args.seeds:
-                raise UserError("--resume continues one run; resume each seed's folder on its own")
-            run_dir = Path(args.resume)
+                raise UserError("--resume and --evaluate take one run folder; --seeds starts new runs")
+            run_dir = Path(args.resume or args.evaluate)
             saved = run_dir / "config.yaml"
             if not saved.exists():
-                raise UserError(f"{saved}: not found; --resume needs a run folder written by main.py")
-            dataset = read_yaml(saved).get("dataset", args.dataset)
-            train_one(load_config(dataset, overrides=overrides, saved=saved), run_dir, args, resume=True)
+                raise UserError(f"{saved}: not found; --resume and --evaluate need a run folder written by main.py")
+            cfg = load_config(read_yaml(saved).get("dataset", args.dataset), overrides=overrides, saved=saved)
+            if args.resume:
+                train_one(cfg, run_dir, args, resume=True)
+            else:
+                evaluate_one(cfg, run_dir, args)
             return 0
         cfg = load_config(args.dataset, args.config, overrides)
         stamp = time.strftime("%Y%m%d-%H%M%S")

@@ -184,3 +184,30 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path):
     assert rc == 2 and "config.yaml: not found" in err[-1]
     rc, err = cli("--time_budget", "-1")
     assert rc == 2 and "--time_budget" in err[-1]
+
+
+def test_evaluate_rescores_the_selected_weights(demo_run, capsys):
+    _, out, tmp = demo_run
+    args = ["--evaluate", str(out), "--eval_draws", "3", "--data_root", str(tmp / "datasets"),
+            "--results_root", str(tmp / "results")]
+    assert main(args) == 0
+    result = json.loads((out / "evaluation-draws3.json").read_text())
+    summary = json.loads((out / "summary.json").read_text())
+    assert result["round"] == summary["selected_round"] and result["eval_draws"] == 3
+    assert result["test"]["prec"] > 2.5 * summary["chance_prec"]
+    assert len(result["per_class"]) == 10 and all(v["queries"] == 5 for v in result["per_class"].values())
+    assert "3 draw(s) per query" in capsys.readouterr().out
+
+
+def test_validated_protocol_never_trains_on_validation_classes(tmp_path):
+    from zscrgan.config import load_config
+    from zscrgan.run import prepare_data
+
+    cfg = load_config("DEMO", overrides={"protocol": "validated"})
+    data = prepare_data(cfg, tmp_path / "datasets")
+    val_classes = set(data.val.query_labels.tolist())
+    assert len(val_classes) == round(0.2 * 30)
+    assert not val_classes & set(data.train_classes)
+    assert not val_classes & set(data.test.query_labels.tolist())
+    assert len(data.packed.images_per_class) == len(data.train_classes) == 30 - len(val_classes)
+    assert set(data.val.gallery_labels.tolist()) == val_classes

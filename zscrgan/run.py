@@ -182,6 +182,24 @@ class Run:
         self.log(f"resumed from {folder} after round {self.round}")
         return True
 
+    def evaluate_best(self) -> dict:
+        """Metrics of the selected round's saved weights, with the config's `eval_draws` per query.
+
+        Writes them to `evaluation-draws<N>.json` in the run folder and returns them.
+        """
+        folder = find_checkpoint(self.best_dir)
+        if folder is None:
+            raise UserError(f"{self.best_dir}: no saved weights; is {self.run_dir} a run folder of main.py?")
+        self.weights.read(str(folder / "ckpt")).assert_existing_objects_matched()
+        round_ = json.loads((folder / "state.json").read_text(encoding="utf-8"))["round"]
+        test, _ = evaluate(self.trainer, self.data.test, self.cfg.top_k)
+        out = {"round": round_, "eval_draws": self.cfg.eval_draws, "test": _headline(test),
+               "per_class": test["per_class"]}
+        if self.data.val is not None:
+            out["val"] = _headline(evaluate(self.trainer, self.data.val, self.cfg.top_k)[0])
+        write_text_atomic(self.run_dir / f"evaluation-draws{self.cfg.eval_draws}.json", json.dumps(out, indent=1))
+        return out
+
     def _schedule(self):
         """The next E-step and M-step batches as index arrays, drawn in the released order."""
         cfg, packed = self.cfg, self.data.packed
