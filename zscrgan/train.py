@@ -91,6 +91,7 @@ class Trainer(tf.Module):
         return losses.csem_loss(theta[:n], theta[n:], f["c_r"], per_sample=self.cfg.triplet == "per_sample")
 
     def critic_step(self, images, texts, img_rows, txt_rows, wrong):
+        """One critic update on one batch, then weight clipping. Returns L_D."""
         x_r, phi_r, x_w, _ = self._batch(images, texts, img_rows, txt_rows, wrong)
         eps, z = self._noise(tf.shape(phi_r)[0])
         c_r, _, _ = self.model.encoder(phi_r, eps)
@@ -108,6 +109,7 @@ class Trainer(tf.Module):
         return loss
 
     def generator_step(self, images, texts, img_rows, txt_rows, wrong):
+        """One text encoder + generator update (critic and CSEM frozen). Returns [L_G, R, L_C, divergence]."""
         cfg = self.cfg
         x_r, phi_r, x_w, phi_w = self._batch(images, texts, img_rows, txt_rows, wrong)
         variables = self.model.generator_side_variables
@@ -125,6 +127,7 @@ class Trainer(tf.Module):
         return tf.stack([loss, r, l_c, (div_r + div_w) / 2.0])
 
     def csem_step(self, images, texts, img_rows, txt_rows, wrong):
+        """One CSEM update on L_C (text encoder and generator frozen). Returns L_C."""
         _, phi_r, _, phi_w = self._batch(images, texts, img_rows, txt_rows, wrong)
         f = self._forward(phi_r, phi_w)
         variables = self.model.csem.trainable_variables
