@@ -211,3 +211,56 @@ def test_validated_protocol_never_trains_on_validation_classes(tmp_path):
     assert not val_classes & set(data.test.query_labels.tolist())
     assert len(data.packed.images_per_class) == len(data.train_classes) == 30 - len(val_classes)
     assert set(data.val.gallery_labels.tolist()) == val_classes
+
+
+def _bad_dataset_cases():
+    import pickle
+
+    import numpy as np
+
+    def img(n=3, d=4):
+        return [np.ones(d, np.float32) for _ in range(n)]
+
+    good = {"image_embed_dict.pkl": {1: img(), 2: img(), 3: img()},
+            "txt_embed_dict.pkl": {1: img(2, 5), 2: img(2, 5), 3: img(2, 5)},
+            "trainids.pkl": [1, 2], "testids.pkl": [3]}
+
+    def nan():
+        d = {k: dict(v) if isinstance(v, dict) else v for k, v in good.items()}
+        d["image_embed_dict.pkl"][2] = [np.array([np.nan, 1, 1, 1], np.float32)]
+        return d
+
+    def override(name, value):
+        return lambda: {**good, name: value}
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    return {
+        "nan": (nan, "image_embed_dict.pkl"),
+        "seen_and_unseen": (override("testids.pkl", [2, 3]), "testids.pkl"),
+        "empty_split": (override("trainids.pkl", []), "trainids.pkl"),
+        "no_texts": (override("txt_embed_dict.pkl", {1: img(2, 5), 2: [], 3: img(2, 5)}), "txt_embed_dict.pkl"),
+        "ragged_dims": (override("image_embed_dict.pkl", {1: img(), 2: img(d=6), 3: img()}), "image_embed_dict.pkl"),
+        "code_running_pickle": (override("trainids.pkl", Evil()), "trainids.pkl"),
+        "not_a_pickle": (override("testids.pkl", b"\x00garbage"), "testids.pkl"),
+    }, pickle
+
+
+@pytest.mark.parametrize("case", sorted(_bad_dataset_cases()[0]))
+def test_bad_dataset_stops_the_command_with_one_line(tmp_path, capsys, case):
+    cases, pickle = _bad_dataset_cases()
+    make, culprit = cases[case]
+    folder = tmp_path / "datasets" / "BAD"
+    folder.mkdir(parents=True)
+    for name, obj in make().items():
+        with open(folder / name, "wb") as f:
+            if isinstance(obj, bytes):
+                f.write(obj)
+            else:
+                pickle.dump(obj, f, protocol=2)
+    rc, out = run_main(tmp_path, "run", "--dataset", "BAD")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and culprit in err[0]
+    assert not out.exists()  # nothing written for a run that never started
