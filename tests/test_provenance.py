@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-import main as main_module
 from main import main
 from zscrgan import provenance
 from zscrgan.provenance import architecture_change, claim_run_dir
@@ -47,7 +46,7 @@ def twin_runs(tmp_path_factory):
     """Two runs of the same config and seed whose default folder names fall in the same second."""
     tmp = tmp_path_factory.mktemp("twins")
     patch = pytest.MonkeyPatch()
-    patch.setattr(main_module, "ROOT", tmp)
+    patch.chdir(tmp)  # default run folders go under runs/ in the current folder
     patch.setattr(provenance.time, "strftime", lambda fmt, *a: "20260101-000000")
     try:
         codes = [main([*common(tmp), *FAST, "--mm_reg_coeff", "1.0"]) for _ in range(2)]
