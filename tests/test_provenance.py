@@ -63,7 +63,7 @@ def test_same_moment_same_seed_two_folders_and_two_sets_of_retrieval_files(twin_
     assert folders[0].name.startswith("20260101-000000-cfg") and folders[0].name.endswith("-seed0")
     summaries = [json.loads((f / "summary.json").read_text()) for f in folders]
     for folder, summary in zip(folders, summaries):
-        written = sorted(str(p) for p in (folder / "retrieved").glob("acc*.pkl"))
+        written = sorted(f"retrieved/{p.name}" for p in (folder / "retrieved").glob("acc*.pkl"))
         assert written and sorted(summary["retrieval_files"]) == written
         assert [json.loads(line)["round"] for line in (folder / "metrics.jsonl").read_text().splitlines()] == [1, 2]
     # The same seed gives the same scores: the released copies are the first run's, never replaced.

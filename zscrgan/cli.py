@@ -83,7 +83,7 @@ def train_one(cfg, run_dir: Path, args, overrides: dict, resume: bool = False, n
     print(f"run folder: {summary['run_dir']}")
     files, copies = summary["retrieval_files"], summary["released_copies"]
     if files:
-        print(f"retrieval files: {len(files)} in {Path(files[0]).parent}"
+        print(f"retrieval files: {len(files)} in {Path(summary['run_dir']) / Path(files[0]).parent}"
               + (f", {len(copies)} also in {Path(copies[0]).parent}" if copies else ""))
     return summary
 

@@ -242,11 +242,11 @@ class Run:
         path = self.run_dir / "retrieved" / name
         path.parent.mkdir(exist_ok=True)
         dump_pickle(retrieval_records(self.data.test.query_labels, retrieved), path)
-        self.files["retrieval_files"].append(str(path))
+        self.files["retrieval_files"].append(str(path.relative_to(self.run_dir)))
         if self.results_dir is not None:
             self.results_dir.mkdir(parents=True, exist_ok=True)
             if publish_copy(path, self.results_dir / name):
-                self.files["released_copies"].append(str(self.results_dir / name))
+                self.files["released_copies"].append(str((self.results_dir / name).resolve()))
             else:
                 self.log(f"note: {self.results_dir / name} exists (another run's, kept); this run's file is {path}")
         return path
