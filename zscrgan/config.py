@@ -14,7 +14,16 @@ from easydict import EasyDict
 
 from zscrgan.errors import UserError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _config_dir() -> Path:
+    """configs/ shipped inside the installed package, else the checkout's top-level configs/."""
+    here = Path(__file__).resolve().parent
+    installed = here / "configs"
+    return installed if (installed / "default.yaml").is_file() else here.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 
 # Keys whose value must be one of a fixed set (the first entry is the released behaviour).

@@ -1,0 +1,206 @@
+"""The `zscrgan` command: train a model, and the tools around it, as subcommands.
+
+    zscrgan train                           # the built-in demo dataset (made on first use)
+    zscrgan train --dataset CUB             # configs/default.yaml + configs/CUB.yaml, datasets/CUB/
+    zscrgan train --dataset CUB --mm_reg_coeff 1.0 --rounds 300 --time_budget 60
+    zscrgan train --resume runs/CUB/<run>   # continue a run from its last checkpoint
+    zscrgan train --dataset CUB --protocol validated --seeds 0 1 2   # mean +- std over seeds
+    zscrgan train --evaluate runs/CUB/<run> --eval_draws 10          # re-score the selected weights
+
+`python main.py [flags]` in a checkout is `zscrgan train [flags]`. Datasets, runs and retrieval files
+are found and written relative to the current folder unless flags say otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
+
+DATA_ROOT_ENV = "ZSCRGAN_DATA_ROOT"
+TRAIN_DOC = """Train ZSCRGAN on a dataset's seen classes and retrieve unseen-class images from their text.
+
+    zscrgan train                           # the built-in demo dataset (made on first use)
+    zscrgan train --dataset CUB             # configs/default.yaml + configs/CUB.yaml, datasets/CUB/
+    zscrgan train --dataset CUB --mm_reg_coeff 1.0 --rounds 300 --time_budget 60
+    zscrgan train --resume runs/CUB/<run>   # continue a run from its last checkpoint
+    zscrgan train --dataset CUB --protocol validated --seeds 0 1 2   # mean +- std over seeds
+    zscrgan train --evaluate runs/CUB/<run> --eval_draws 10          # re-score the selected weights
+
+Every key of configs/default.yaml is also a flag (--key value).
+"""
+
+
+def build_parser(config_keys, prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=TRAIN_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="DEMO", help="dataset folder name under --data_root (default: DEMO)")
+    p.add_argument("--config", help="a YAML file of config keys, applied over configs/<DATASET>.yaml")
+    p.add_argument("--time_budget", type=float, help="stop before a round would end past this many minutes")
+    p.add_argument("--data_root", default=os.environ.get(DATA_ROOT_ENV) or "datasets",
+                   help=f"folder holding the dataset folders (default: ${DATA_ROOT_ENV} if set, else ./datasets)")
+    p.add_argument("--results_root", default="retrieved_res",
+                   help="where <DATASET>_res/acc<score>.pkl files go")
+    p.add_argument("--output_dir", help="run folder (default: runs/<DATASET>/<time>-seed<seed>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--evaluate", metavar="RUN_DIR",
+                   help="evaluate the selected round's weights of RUN_DIR (with --eval_draws N per query)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="one run per seed (folders seed<k> under the output folder), then mean +- std")
+    p.add_argument("--print_config", action="store_true",
+                   help="print the resolved config (defaults, dataset file, --config, flags) and exit")
+    group = p.add_argument_group("config keys (override the YAML files)")
+    for key in config_keys:
+        group.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="VALUE")
+    return p
+
+
+def train_one(cfg, run_dir: Path, args, resume: bool = False) -> dict:
+    """One run (new, or resumed from run_dir); prints its outcome and returns its summary."""
+    from zscrgan.errors import UserError
+    from zscrgan.run import Run  # imports TensorFlow: only once the arguments are known to be good
+
+    run = Run(cfg, run_dir, Path(args.data_root), Path(args.results_root))
+    if resume and not run.resume():
+        raise UserError(f"{run_dir}: no checkpoint to resume from (checkpoints/last is missing)")
+    run.start()
+    summary = run.train(args.time_budget)
+    k = cfg.top_k
+    test = summary["test_at_selected_round"]
+    print(f"stopped: {summary['stopped']}")
+    if test:
+        label = "best round" if cfg.protocol == "released" else "round selected on validation classes"
+        print(f"{label}: {summary['selected_round']} | unseen Prec@{k} {test['prec']:.4f} mAP@{k} {test['map']:.4f} "
+              f"Top-1 {test['top1']:.4f} | chance Prec@{k} {summary['chance_prec']:.4f}")
+    print(f"run folder: {summary['run_dir']}")
+    return summary
+
+
+def evaluate_one(cfg, run_dir: Path, args) -> None:
+    """Re-evaluate a run's selected weights (e.g. with more noise draws per query) and print the metrics."""
+    from zscrgan.run import Run
+
+    out = Run(cfg, run_dir, Path(args.data_root), Path(args.results_root)).evaluate_best()
+    k, t = cfg.top_k, out["test"]
+    line = (f"round {out['round']} weights, {out['eval_draws']} draw(s) per query | unseen Prec@{k} {t['prec']:.4f} "
+            f"mAP@{k} {t['map']:.4f} Top-1 {t['top1']:.4f}")
+    if "val" in out:
+        line += f" | val Prec@{k} {out['val']['prec']:.4f}"
+    print(line)
+    print(f"written: {run_dir / ('evaluation-draws%d.json' % out['eval_draws'])}")
+
+
+def train_seeds(cfg, base: Path, seeds, args) -> None:
+    """One run per seed under base/seed<k>, then mean and standard deviation across them."""
+    from zscrgan.atomic import write_text_atomic
+    from zscrgan.report import aggregate, format_report, read_run
+
+    done = []
+    for seed in seeds:
+        cfg.seed = seed
+        summary = train_one(cfg, base / f"seed{seed}", args)
+        done.append(read_run(base / f"seed{seed}"))
+        if summary["stopped"].startswith("interrupted"):
+            break
+    print(format_report(done))
+    write_text_atomic(base / "seeds_summary.json",
+                      json.dumps({"seeds": [r["seed"] for r in done], "aggregate": aggregate(done)}, indent=1))
+
+
+def train_main(argv=None, prog: str | None = None) -> int:
+    """`zscrgan train` (and `python main.py`): parse the flags, then train, resume or evaluate."""
+    import yaml
+
+    from zscrgan.config import DEFAULT_FILE, load_config, parse_flag_value, read_yaml, to_plain
+    from zscrgan.errors import UserError
+
+    keys = [k for k, v in read_yaml(DEFAULT_FILE).items() if not isinstance(v, dict)]
+    args = build_parser(keys, prog).parse_args(argv)
+    overrides = {k: parse_flag_value(getattr(args, f"cfg_{k}")) for k in keys
+                 if getattr(args, f"cfg_{k}") is not None}
+    try:
+        if args.time_budget is not None and args.time_budget <= 0:
+            raise UserError(f"--time_budget must be a positive number of minutes, got {args.time_budget}")
+        if args.resume or args.evaluate:
+            if args.resume and args.evaluate:
+                raise UserError("give either --resume or --evaluate, not both")
+            if args.seeds:
+                raise UserError("--resume and --evaluate take one run folder; --seeds starts new runs")
+            run_dir = Path(args.resume or args.evaluate)
+            saved = run_dir / "config.yaml"
+            if not saved.exists():
+                raise UserError(f"{saved}: not found; --resume and --evaluate need the folder of a training run")
+            cfg = load_config(read_yaml(saved).get("dataset", args.dataset), overrides=overrides, saved=saved)
+        else:
+            cfg = load_config(args.dataset, args.config, overrides)
+        if args.print_config:
+            print(yaml.safe_dump(to_plain(cfg), sort_keys=False), end="")
+        elif args.resume:
+            train_one(cfg, run_dir, args, resume=True)
+        elif args.evaluate:
+            evaluate_one(cfg, run_dir, args)
+        elif args.seeds:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            base = Path(args.output_dir) if args.output_dir else Path("runs") / cfg.dataset / f"{stamp}-seeds"
+            train_seeds(cfg, base, args.seeds, args)
+        else:
+            stamp = time.strftime("%Y%m%d-%H%M%S")
+            run_dir = Path(args.output_dir) if args.output_dir else Path("runs") / cfg.dataset / f"{stamp}-seed{cfg.seed}"
+            train_one(cfg, run_dir, args)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# Subcommands: (module, function, arguments put before the user's, one-line help). Each module is
+# imported only when its subcommand runs, so a tool never pays for another's imports (TensorFlow).
+COMMANDS = {
+    "train": ("zscrgan.cli", "train_main", (), "train a model (the default flags run the demo)"),
+    "report": ("zscrgan.report", "main", (), "mean +- std and Prec@K curves of finished runs"),
+    "convert": ("zscrgan.data.__main__", "main", ("convert",), "convert a public feature release into a dataset folder"),
+    "inspect": ("zscrgan.data.__main__", "main", ("inspect",), "validate a dataset folder and summarise it"),
+    "baseline": ("zscrgan.baseline", "main", (), "the ridge-regression reference on a dataset folder"),
+    "study": ("zscrgan.study", "main", (), "many runs over datasets, variants and seeds"),
+    "retrieve": ("zscrgan.retrieve", "main", (), "retrieve images for texts with a trained run"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: zscrgan COMMAND [flags]   (zscrgan COMMAND --help for its flags)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {spec[3]}" for name, spec in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """The `zscrgan` console script: dispatch to a subcommand's own parser."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from zscrgan import __version__
+        print(f"zscrgan {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: {name}: unknown command (one of {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    module_name, function, prefix, _ = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise  # a missing dependency inside the module is a real fault, not an absent command
+        print(f"error: {name}: not available in this version of zscrgan", file=sys.stderr)
+        return 2
+    entry = getattr(module, function)
+    if name == "train":
+        return entry(rest, prog="zscrgan train")
+    return entry([*prefix, *rest])
