@@ -39,6 +39,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up
 import tensorflow as tf  # noqa: E402
 
 from zscrgan.atomic import atomic_file  # noqa: E402
+from zscrgan.cli import DATA_ROOT_ENV  # noqa: E402
 from zscrgan.config import load_config, read_yaml  # noqa: E402
 from zscrgan.data.release import load_dataset  # noqa: E402
 from zscrgan.data.scaling import scale_rows, scaling_record  # noqa: E402
@@ -171,8 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="noise draws averaged per query (default: the run's eval_draws)")
     p.add_argument("--chunk_rows", type=int, default=GALLERY_CHUNK,
                    help=f"gallery rows embedded and scored at once (default {GALLERY_CHUNK})")
-    p.add_argument("--data_root", default="datasets",
-                   help="dataset folders; read only for an older seen_rms run without input_scaling.json")
+    p.add_argument("--data_root", default=os.environ.get(DATA_ROOT_ENV) or "datasets",
+                   help=f"folder holding the dataset folders (default: ${DATA_ROOT_ENV} if set, else ./datasets); "
+                        "read only for an older seen_rms run without input_scaling.json")
     return p
 
 
