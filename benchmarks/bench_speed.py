@@ -9,7 +9,9 @@ taken under the same conditions even on a shared machine, it measures:
     the memory bandwidth (a streaming in-place add), which give each phase's roofline (see
     `benchmarks/roofline.py`): the step's matmuls at their rates plus the bytes its optimiser must
     read and write at that bandwidth;
-  * the compiled E- and M-phases (the config's defaults) and each variant listed in VARIANTS;
+  * the compiled E- and M-phases (the config's defaults) and each variant in `variants()`: the
+    other settings of `jit_compile` and `precision`, and TensorFlow's own RMSProp kernel with the
+    critic's clipping after it (what the fused update replaced);
   * a stand-in for the released program's structure (`benchmarks/released_standin.py`).
 Reported as JSON: seconds per round (released schedule: 100 x (5 + 1) E-step steps + 100 M-step
 steps), achieved / roofline per phase, and each variant's and the stand-in's time over ours.
@@ -33,15 +35,17 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
+from easydict import EasyDict  # noqa: E402
 
 from benchmarks.released_standin import ReleasedStandIn  # noqa: E402
 from benchmarks.roofline import MatMul, live_matmuls, step_seconds, update_bytes  # noqa: E402
 from zscrgan.config import CONFIG_DIR, load_config  # noqa: E402
 from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows, wrong_pairing  # noqa: E402
+from zscrgan.optimizers import RMSPropTF1  # noqa: E402
 from zscrgan.train import PackedFeatures, Trainer  # noqa: E402
 
 CACHE_BYTES = 64 << 20  # matmul operands are cycled through at least this much memory, beyond the L3 caches
-TARGET_FLOP = 2e10      # work per timed matmul call
+TARGET_FLOP = 2e10      # work per timed matmul call on a CPU (ten times more on a GPU)
 BANDWIDTH_FLOATS = 16 << 20
 
 
@@ -69,7 +73,8 @@ def matmul_timer(mm: MatMul):
     dtype = tf.as_dtype(mm.dtype)
     pair_bytes = (math.prod(a_shape) + math.prod(b_shape)) * dtype.size
     pool = max(1, min(8, math.ceil(CACHE_BYTES / pair_bytes)))
-    reps = max(1, round(TARGET_FLOP / (pool * mm.flops)))
+    target = TARGET_FLOP * (10 if tf.config.list_physical_devices("GPU") else 1)
+    reps = max(1, round(target / (pool * mm.flops)))
     rng = tf.random.Generator.from_seed(0)
     pairs = [(tf.Variable(tf.cast(rng.normal(a_shape), dtype)), tf.Variable(tf.cast(rng.normal(b_shape), dtype)))
              for _ in range(pool)]
@@ -97,6 +102,37 @@ def bandwidth_timer():
         return v[0]
 
     return (lambda: run().numpy()), 10 * 3 * 4 * BANDWIDTH_FLOATS
+
+
+class KernelThenClip(RMSPropTF1):
+    """The update before fusion: TensorFlow's RMSProp kernel (three passes, a momentum buffer), then
+    clipping as a separate pass."""
+
+    def __init__(self, fused: RMSPropTF1):
+        super().__init__(fused._targets, fused.learning_rate, fused.rho, fused.epsilon, clip=fused.clip)
+        self.mom = [tf.Variable(tf.zeros(v.shape), trainable=False) for v in self._targets]
+
+    def apply(self, grads):
+        for g, v, ms, mom in zip(grads, self._targets, self.ms, self.mom):
+            tf.raw_ops.ResourceApplyRMSProp(var=v.handle, ms=ms.handle, mom=mom.handle, lr=self.learning_rate,
+                                            rho=self.rho, momentum=0.0, epsilon=self.epsilon, grad=g)
+            if self.clip is not None:
+                v.assign(tf.clip_by_value(v, -self.clip, self.clip))
+
+
+def variants(cfg, image_dim: int, text_dim: int, gpu: bool) -> dict:
+    """Trainers differing from the config's in one respect each, by name."""
+    out = {}
+    other_jit = not cfg.jit_compile
+    out[f"jit_compile_{str(other_jit).lower()}"] = Trainer(EasyDict(cfg, jit_compile=other_jit), image_dim, text_dim)
+    # float16 matmuls have no fast CPU kernel; bfloat16 ones do on CPUs with AVX-512 BF16.
+    for precision in ("mixed_bfloat16", "mixed_float16") if gpu else ("mixed_bfloat16",):
+        if precision != cfg.precision:
+            out[precision] = Trainer(EasyDict(cfg, precision=precision), image_dim, text_dim)
+    unfused = Trainer(cfg, image_dim, text_dim)
+    unfused.opt_critic, unfused.opt_generator = KernelThenClip(unfused.opt_critic), KernelThenClip(unfused.opt_generator)
+    out["rmsprop_kernel_then_clip"] = unfused
+    return out
 
 
 def interleaved_medians(fns: dict, repeats: int) -> dict:
@@ -161,6 +197,10 @@ def main(argv=None) -> int:
     timers["bandwidth"], work["bandwidth"] = bandwidth_timer()
     timers["ours_e"] = lambda: ours.e_step(*feats, *e_batch).numpy()
     timers["ours_m"] = lambda: ours.m_step(*feats, *m_batch).numpy()
+    others = variants(cfg, cfg.demo.image_dim, cfg.demo.text_dim, bool(tf.config.list_physical_devices("GPU")))
+    for name, trainer in others.items():
+        timers[f"{name}_e"] = lambda t=trainer: t.e_step(*feats, *e_batch).numpy()
+        timers[f"{name}_m"] = lambda t=trainer: t.m_step(*feats, *m_batch).numpy()
     host_images, host_texts = packed.images.numpy(), packed.texts.numpy()
     standin = ReleasedStandIn(cfg, host_images, host_texts)
     timers["standin_e"] = lambda: standin.e_step(*e_np)
@@ -189,6 +229,8 @@ def main(argv=None) -> int:
         "achieved_over_roofline": {"e_step": round(roof_e / t["ours_e"], 3), "m_step": round(roof_m / t["ours_m"], 3),
                                    "round": round((roof_e * e_scale + roof_m * m_scale) / ours_round, 3)},
         "standin_over_ours": round(standin_round / ours_round, 2),
+        "variant_over_ours": {name: {"e_step": round(t[f"{name}_e"] / t["ours_e"], 3),
+                                     "m_step": round(t[f"{name}_m"] / t["ours_m"], 3)} for name in others},
     }
     text = json.dumps(result, indent=1)
     print(text)

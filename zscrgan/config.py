@@ -35,6 +35,8 @@ CHOICES = {
     "divergence": ("released", "kl"),
     "triplet": ("batch_mean", "per_sample"),
     "wrong_class": ("shift", "distinct"),
+    "precision": ("float32", "mixed_bfloat16", "mixed_float16"),
+    "device": ("auto", "cpu", "gpu"),
 }
 # Keys that must be strictly positive; the rest of the numeric keys must be non-negative.
 POSITIVE = {"batch_size", "gf_dim", "df_dim", "embed_dim", "z_dim", "top_k", "eval_draws",

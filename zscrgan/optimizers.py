@@ -16,32 +16,40 @@ import tensorflow as tf
 class RMSPropTF1(tf.Module):
     """ms = rho ms + (1 - rho) g^2;  w -= lr g / sqrt(ms + epsilon), with ms starting at 1.0 (momentum 0).
 
-    The update runs as TensorFlow's fused RMSProp kernel (the one TF1's optimizer called), one pass
-    over each variable instead of several elementwise ops.
+    `clip`, if given, then clips the weights to [-clip, clip] (the WGAN critic's weight clipping).
+    The update is one XLA-compiled pass over each variable: it reads weight, mean square and
+    gradient and writes weight and mean square, with the clipping folded in. TensorFlow's own RMSProp
+    kernel makes three passes and keeps a momentum buffer besides, and clipping after it two more
+    (about twice the memory traffic; see benchmarks/). The arithmetic is that kernel's.
     """
 
     def __init__(self, variables: Sequence[tf.Variable], learning_rate: float, rho: float = 0.9,
-                 epsilon: float = 1e-10, initial_accumulator: float = 1.0, name: str = "rmsprop"):
+                 epsilon: float = 1e-10, initial_accumulator: float = 1.0, clip: float | None = None,
+                 name: str = "rmsprop"):
         super().__init__(name=name)
         self._targets = list(variables)
-        self.learning_rate, self.rho, self.epsilon = learning_rate, rho, epsilon
+        self.learning_rate, self.rho, self.epsilon, self.clip = learning_rate, rho, epsilon, clip
         self.ms = [tf.Variable(tf.fill(v.shape, initial_accumulator), trainable=False, name="ms")
                    for v in self._targets]
-        # The kernel's momentum buffer; with momentum 0 it holds just the last step.
-        self.mom = [tf.Variable(tf.zeros(v.shape), trainable=False, name="mom") for v in self._targets]
+        self._update = tf.function(self._apply, jit_compile=True)
 
     def apply(self, grads: Sequence[tf.Tensor]) -> None:
-        for g, v, ms, mom in zip(grads, self._targets, self.ms, self.mom):
-            tf.raw_ops.ResourceApplyRMSProp(
-                var=v.handle, ms=ms.handle, mom=mom.handle, lr=tf.constant(self.learning_rate, v.dtype),
-                rho=tf.constant(self.rho, v.dtype), momentum=tf.constant(0.0, v.dtype),
-                epsilon=tf.constant(self.epsilon, v.dtype), grad=g)
+        self._update(list(grads))
+
+    def _apply(self, grads):
+        decay = 1.0 - tf.constant(self.rho)  # in float32, as TF1's kernel computes it
+        for g, v, ms in zip(grads, self._targets, self.ms):
+            ms_new = ms + (tf.square(g) - ms) * decay
+            ms.assign(ms_new)
+            w = v - (g * self.learning_rate) / tf.sqrt(ms_new + self.epsilon)
+            v.assign(w if self.clip is None else tf.clip_by_value(w, -self.clip, self.clip))
 
 
 class AdamTF1(tf.Module):
     """TF1 Adam: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t);  w -= lr_t m / (sqrt(v) + epsilon).
 
-    The update runs as TensorFlow's fused Adam kernel (the one TF1's optimizer called).
+    The update runs as TensorFlow's fused Adam kernel (the one TF1's optimizer called), which on
+    CPUs already makes one pass over each variable (an XLA-compiled update measured slower).
     """
 
     def __init__(self, variables: Sequence[tf.Variable], learning_rate: float, beta1: float = 0.5,
@@ -61,3 +69,33 @@ class AdamTF1(tf.Module):
                 var=w.handle, m=m.handle, v=v.handle, beta1_power=b1_power, beta2_power=b2_power,
                 lr=tf.constant(self.learning_rate, w.dtype), beta1=tf.constant(self.beta1, w.dtype),
                 beta2=tf.constant(self.beta2, w.dtype), epsilon=tf.constant(self.epsilon, w.dtype), grad=g)
+
+
+class DynamicLossScale(tf.Module):
+    """Loss scaling for float16 compute: gradients come as those of loss * scale, are divided by it,
+    and applied only when all are finite. An overflow halves the scale (that step is skipped); every
+    `growth_interval` finite steps in a row double it. The scale and the count are checkpointed.
+    """
+
+    def __init__(self, initial_scale: float = 2.0 ** 15, growth_interval: int = 2000, name: str = "loss_scale"):
+        super().__init__(name=name)
+        self.growth_interval = growth_interval
+        self.scale = tf.Variable(initial_scale, trainable=False, name="scale")
+        self.good_steps = tf.Variable(0, trainable=False, name="good_steps")
+
+    def apply(self, optimizer, scaled_grads: Sequence[tf.Tensor]) -> None:
+        """Unscale `scaled_grads` and apply them with `optimizer` if finite; adjust the scale."""
+        grads = [g / self.scale for g in scaled_grads]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+
+        def step():
+            optimizer.apply(grads)
+            grow = self.good_steps + 1 >= self.growth_interval
+            self.scale.assign(tf.where(grow, self.scale * 2.0, self.scale))
+            self.good_steps.assign(tf.where(grow, 0, self.good_steps + 1))
+
+        def skip():
+            self.scale.assign(tf.maximum(self.scale / 2.0, 1.0))
+            self.good_steps.assign(0)
+
+        tf.cond(finite, step, skip)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import signal
 import threading
 import time
@@ -32,6 +31,7 @@ from zscrgan.data.release import load_dataset
 from zscrgan.data.safe_pickle import dump_pickle
 from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows, wrong_pairing
 from zscrgan.data.scaling import scale_modality, scaling_record
+from zscrgan.device import describe_device, run_deterministic, select_device, set_determinism
 from zscrgan.errors import UserError
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
 from zscrgan.metrics import chance_prec
@@ -60,13 +60,6 @@ def find_checkpoint(folder: Path) -> Path | None:
 
 
 # --- set-up ------------------------------------------------------------------------------------------
-def describe_device() -> str:
-    gpus = tf.config.list_physical_devices("GPU")
-    if gpus:
-        return f"GPU ({len(gpus)} visible: {', '.join(g.name for g in gpus)})"
-    return f"CPU ({os.cpu_count()} cores; TensorFlow sees no GPU)"
-
-
 def split_validation(seen: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Hold out a seeded share of the seen classes (at least one, leaving at least one) for validation."""
     n_val = min(max(1, round(fraction * len(seen))), len(seen) - 1)
@@ -161,7 +154,8 @@ class Run:
         self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
         self.dataset_dir = Path(data_root) / cfg.dataset
         self.results_dir = None if results_root is None else Path(results_root) / f"{cfg.dataset}_res"
-        tf.config.experimental.enable_op_determinism()
+        select_device(cfg.device)
+        set_determinism(cfg.deterministic)
         self.data = prepare_data(cfg, data_root)
         self.trainer = Trainer(cfg, self.data.image_dim, self.data.text_dim)
         self.sampler = ClassBatchSampler(self.data.packed.images_per_class.tolist(), cfg.batch_size, cfg.seed,
@@ -352,11 +346,13 @@ class Run:
                         break
                 t0 = time.perf_counter()
                 e_batches, m_batches = self._schedule()
-                e_out = self.trainer.e_step(packed.images, packed.texts, *e_batches).numpy()
+                with run_deterministic(cfg.deterministic):
+                    e_out = self.trainer.e_step(packed.images, packed.texts, *e_batches).numpy()
                 if stop.requested:
                     stop_reason = "interrupted (Ctrl-C) during an E-step; that round was not evaluated"
                     break
-                l_c_m = float(self.trainer.m_step(packed.images, packed.texts, *m_batches))
+                with run_deterministic(cfg.deterministic):
+                    l_c_m = float(self.trainer.m_step(packed.images, packed.texts, *m_batches))
                 self.round += 1
                 losses = {n: float(v) for n, v in zip(LOSS_NAMES, e_out)}
                 losses["L_C_M"] = l_c_m

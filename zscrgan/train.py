@@ -16,7 +16,7 @@ import tensorflow as tf
 
 from zscrgan import losses
 from zscrgan.networks import ZSCRGAN
-from zscrgan.optimizers import AdamTF1, RMSPropTF1
+from zscrgan.optimizers import AdamTF1, DynamicLossScale, RMSPropTF1
 
 
 @dataclass
@@ -52,15 +52,26 @@ class Trainer(tf.Module):
 
     def __init__(self, cfg, image_dim: int, text_dim: int):
         super().__init__(name="trainer")
+        # float32 means float32 on every device: no TensorFloat-32 matmuls (10-bit mantissas) on
+        # recent NVIDIA GPUs; `precision` is the way to trade precision for speed.
+        tf.config.experimental.enable_tensor_float_32_execution(False)
         # A plain namespace: tf.Module would wrap a dict attribute into a tracked container.
         self.cfg = SimpleNamespace(**{k: v for k, v in cfg.items() if not isinstance(v, dict)})
         init_rng = tf.random.Generator.from_seed(cfg.seed)
         self.model = ZSCRGAN(cfg, image_dim, text_dim, init_rng)
         self.noise = tf.random.Generator.from_seed(cfg.seed + 1)
         self.opt_generator = RMSPropTF1(self.model.generator_side_variables, cfg.generator_lr, name="opt_generator")
-        self.opt_critic = RMSPropTF1(self.model.critic.trainable_variables, cfg.discriminator_lr, name="opt_critic")
+        self.opt_critic = RMSPropTF1(self.model.critic.trainable_variables, cfg.discriminator_lr,
+                                     clip=cfg.clip_val, name="opt_critic")
         self.opt_csem = AdamTF1(self.model.csem.trainable_variables, cfg.CSEM_lr, name="opt_csem")
+        self.loss_scale = DynamicLossScale() if cfg.precision == "mixed_float16" else None
         self._train_critic = cfg.adv_coeff > 0
+        # Each step's arithmetic, XLA-compiled when asked. Batches and noise are drawn outside it:
+        # XLA's random-number kernels give other numbers than TensorFlow's for the same generator state.
+        compiled = tf.function(jit_compile=True) if cfg.jit_compile else (lambda fn: fn)
+        self._critic_update = compiled(self._critic_update_fn)
+        self._generator_update = compiled(self._generator_update_fn)
+        self._csem_update = compiled(self._csem_update_fn)
 
     # --- one batch ---------------------------------------------------------------------------------
     @staticmethod
@@ -73,27 +84,35 @@ class Trainer(tf.Module):
         """The text encoder's eps (truncated normal) and the generator's z for n rows."""
         return (self.noise.truncated_normal([n, self.cfg.embed_dim]), self.noise.normal([n, self.cfg.z_dim]))
 
-    def _forward(self, phi_r, phi_w):
+    def _forward(self, phi_r, phi_w, eps, z):
         """Conditions and generated image vectors for the correct and the wrong texts.
 
         Both halves go through the text encoder and the generator as one stacked batch: the same
         per-row computation as two calls, with one weight-gradient product per layer instead of two.
         """
-        n = tf.shape(phi_r)[0]
-        eps, z = self._noise(2 * n)
         c, mu, s = self.model.encoder(tf.concat([phi_r, phi_w], axis=0), eps)
         g = self.model.generator(c, z)
-        return dict(c_r=c[:n], mu_r=mu[:n], s_r=s[:n], mu_w=mu[n:], s_w=s[n:], g=g, g_r=g[:n], g_w=g[n:])
+        (c_r, _), (mu_r, mu_w), (s_r, s_w), (g_r, g_w) = (tf.split(t, 2) for t in (c, mu, s, g))
+        return dict(c_r=c_r, mu_r=mu_r, s_r=s_r, mu_w=mu_w, s_w=s_w, g=g, g_r=g_r, g_w=g_w)
 
     def _csem_loss(self, f):
-        theta = self.model.csem(f["g"])  # correct and wrong halves in one call, as in `_forward`
-        n = tf.shape(f["c_r"])[0]
-        return losses.csem_loss(theta[:n], theta[n:], f["c_r"], per_sample=self.cfg.triplet == "per_sample")
+        theta_r, theta_w = tf.split(self.model.csem(f["g"]), 2)  # both halves in one call, as in `_forward`
+        return losses.csem_loss(theta_r, theta_w, f["c_r"], per_sample=self.cfg.triplet == "per_sample")
+
+    def _minimize(self, tape, loss, variables, optimizer) -> None:
+        """Apply the gradient of `loss` (recorded on `tape`) to `variables` with `optimizer`."""
+        if self.loss_scale is None:
+            optimizer.apply(tape.gradient(loss, variables))
+        else:  # float16: the gradient of loss * scale, so that small gradients do not underflow
+            self.loss_scale.apply(optimizer, tape.gradient(loss, variables, output_gradients=self.loss_scale.scale))
 
     def critic_step(self, images, texts, img_rows, txt_rows, wrong):
-        """One critic update on one batch, then weight clipping. Returns L_D."""
+        """One critic update on one batch, its weights clipped in the same pass. Returns L_D."""
         x_r, phi_r, x_w, _ = self._batch(images, texts, img_rows, txt_rows, wrong)
         eps, z = self._noise(tf.shape(phi_r)[0])
+        return self._critic_update(x_r, phi_r, x_w, eps, z)
+
+    def _critic_update_fn(self, x_r, phi_r, x_w, eps, z):
         c_r, _, _ = self.model.encoder(phi_r, eps)
         g_r = self.model.generator(c_r, z)
         critic = self.model.critic
@@ -101,21 +120,21 @@ class Trainer(tf.Module):
             # Fake, wrong and real rows scored as one stacked batch, all against the correct text.
             scores = tf.split(critic(tf.concat([g_r, x_w, x_r], 0), tf.tile(phi_r, [3, 1])), 3)
             loss = losses.critic_loss(*scores)
-        variables = critic.trainable_variables
-        self.opt_critic.apply(tape.gradient(loss, variables))
-        clip = self.cfg.clip_val
-        for v in variables:
-            v.assign(tf.clip_by_value(v, -clip, clip))
+        self._minimize(tape, loss, critic.trainable_variables, self.opt_critic)
         return loss
 
     def generator_step(self, images, texts, img_rows, txt_rows, wrong):
         """One text encoder + generator update (critic and CSEM frozen). Returns [L_G, R, L_C, divergence]."""
-        cfg = self.cfg
         x_r, phi_r, x_w, phi_w = self._batch(images, texts, img_rows, txt_rows, wrong)
+        eps, z = self._noise(2 * tf.shape(phi_r)[0])
+        return self._generator_update(x_r, phi_r, x_w, phi_w, eps, z)
+
+    def _generator_update_fn(self, x_r, phi_r, x_w, phi_w, eps, z):
+        cfg = self.cfg
         variables = self.model.generator_side_variables
         textbook_div = cfg.divergence == "kl"
         with tf.GradientTape() as tape:
-            f = self._forward(phi_r, phi_w)
+            f = self._forward(phi_r, phi_w, eps, z)
             l_c = self._csem_loss(f)
             r = losses.max_margin(f["g_r"], x_r, x_w, hinge=cfg.r_hinge)
             div_r = losses.divergence(f["mu_r"], f["s_r"], textbook=textbook_div)
@@ -123,17 +142,21 @@ class Trainer(tf.Module):
             loss = losses.generator_loss(self.model.critic(f["g_r"], phi_r), l_c, r, div_r, div_w,
                                          mm_reg_coeff=cfg.mm_reg_coeff, kl_div_coefficient=cfg.kl_div_coefficient,
                                          triplet_coeff=cfg.triplet_coeff, adv_coeff=cfg.adv_coeff)
-        self.opt_generator.apply(tape.gradient(loss, variables))
+        self._minimize(tape, loss, variables, self.opt_generator)
         return tf.stack([loss, r, l_c, (div_r + div_w) / 2.0])
 
     def csem_step(self, images, texts, img_rows, txt_rows, wrong):
         """One CSEM update on L_C (text encoder and generator frozen). Returns L_C."""
         _, phi_r, _, phi_w = self._batch(images, texts, img_rows, txt_rows, wrong)
-        f = self._forward(phi_r, phi_w)
+        eps, z = self._noise(2 * tf.shape(phi_r)[0])
+        return self._csem_update(phi_r, phi_w, eps, z)
+
+    def _csem_update_fn(self, phi_r, phi_w, eps, z):
+        f = self._forward(phi_r, phi_w, eps, z)
         variables = self.model.csem.trainable_variables
         with tf.GradientTape() as tape:
             loss = self._csem_loss(f)
-        self.opt_csem.apply(tape.gradient(loss, variables))
+        self._minimize(tape, loss, variables, self.opt_csem)
         return loss
 
     # --- whole phases, compiled ----------------------------------------------------------------------
