@@ -18,7 +18,6 @@ import importlib
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 DATA_ROOT_ENV = "ZSCRGAN_DATA_ROOT"
@@ -55,7 +54,10 @@ def build_parser(defaults: dict, meanings: dict, prog: str | None = None) -> arg
                    help=f"folder holding the dataset folders [default: ${DATA_ROOT_ENV} if set, else ./datasets]")
     p.add_argument("--results_root", metavar="DIR", default="retrieved_res",
                    help="where <DATASET>_res/acc<score>.pkl files go [default: ./retrieved_res]")
-    p.add_argument("--output_dir", metavar="DIR", help="run folder [default: ./runs/<DATASET>/<time>-seed<seed>]")
+    p.add_argument("--output_dir", metavar="DIR",
+                   help="run folder, new or empty [default: ./runs/<DATASET>/<time>-<label>-seed<seed>]")
+    p.add_argument("--name", metavar="LABEL",
+                   help="label in the default run folder name [default: cfg<hash of the config without the seed>]")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--evaluate", metavar="RUN_DIR",
                    help="evaluate the selected round's weights of RUN_DIR (with --eval_draws N per query)")
@@ -87,14 +89,17 @@ def _run_class():
     return Run
 
 
-def train_one(cfg, run_dir: Path, args, resume: bool = False) -> dict:
-    """One run (new, or resumed from run_dir); prints its outcome and returns its summary."""
+def train_one(cfg, run_dir: Path, args, overrides: dict, resume: bool = False, numbered: bool = False) -> dict:
+    """One run (new, or resumed from run_dir); prints its outcome and returns its summary.
+
+    `numbered`: run_dir is a default name, which gets a suffix if taken; otherwise an existing run there is refused.
+    """
     from zscrgan.errors import UserError
 
     run = _run_class()(cfg, run_dir, Path(args.data_root), Path(args.results_root))
     if resume and not run.resume():
         raise UserError(f"{run_dir}: no checkpoint to resume from (checkpoints/last is missing)")
-    run.start()
+    run.start(overrides, args.command, numbered=numbered)
     summary = run.train(args.time_budget)
     k = cfg.top_k
     test = summary["test_at_selected_round"]
@@ -104,6 +109,10 @@ def train_one(cfg, run_dir: Path, args, resume: bool = False) -> dict:
         print(f"{label}: {summary['selected_round']} | unseen Prec@{k} {test['prec']:.4f} mAP@{k} {test['map']:.4f} "
               f"Top-1 {test['top1']:.4f} | chance Prec@{k} {summary['chance_prec']:.4f}")
     print(f"run folder: {summary['run_dir']}")
+    files, copies = summary["retrieval_files"], summary["released_copies"]
+    if files:
+        print(f"retrieval files: {len(files)} in {Path(summary['run_dir']) / Path(files[0]).parent}"
+              + (f", {len(copies)} also in {Path(copies[0]).parent}" if copies else ""))
     return summary
 
 
@@ -119,7 +128,7 @@ def evaluate_one(cfg, run_dir: Path, args) -> None:
     print(f"written: {run_dir / ('evaluation-draws%d.json' % out['eval_draws'])}")
 
 
-def train_seeds(cfg, base: Path, seeds, args) -> None:
+def train_seeds(cfg, base: Path, seeds, args, overrides: dict) -> None:
     """One run per seed under base/seed<k>, then mean and standard deviation across them."""
     from zscrgan.atomic import write_text_atomic
     from zscrgan.report import aggregate, format_report, read_run
@@ -127,7 +136,7 @@ def train_seeds(cfg, base: Path, seeds, args) -> None:
     done = []
     for seed in seeds:
         cfg.seed = seed
-        summary = train_one(cfg, base / f"seed{seed}", args)
+        summary = train_one(cfg, base / f"seed{seed}", args, overrides)
         done.append(read_run(base / f"seed{seed}"))
         if summary["stopped"].startswith("interrupted"):
             break
@@ -143,9 +152,11 @@ def train_main(argv=None, prog: str | None = None) -> int:
     from zscrgan.config import (DEFAULT_FILE, flatten, key_meanings, load_config, parse_flag_value, read_yaml,
                                 to_plain, unflatten)
     from zscrgan.errors import UserError
+    from zscrgan.provenance import default_run_name, new_folder
 
     defaults = flatten(read_yaml(DEFAULT_FILE))
     args = build_parser(defaults, key_meanings(), prog).parse_args(argv)
+    args.command = sys.argv if argv is None else [prog or "main.py", *argv]  # recorded in the run's provenance
     overrides = unflatten({k: parse_flag_value(getattr(args, f"cfg_{k}")) for k in defaults
                            if getattr(args, f"cfg_{k}") is not None})
     try:
@@ -166,17 +177,18 @@ def train_main(argv=None, prog: str | None = None) -> int:
         if args.print_config:
             print(yaml.safe_dump(to_plain(cfg), sort_keys=False), end="")
         elif args.resume:
-            train_one(cfg, run_dir, args, resume=True)
+            train_one(cfg, run_dir, args, overrides, resume=True)
         elif args.evaluate:
             evaluate_one(cfg, run_dir, args)
         elif args.seeds:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            base = Path(args.output_dir) if args.output_dir else Path("runs") / cfg.dataset / f"{stamp}-seeds"
-            train_seeds(cfg, base, args.seeds, args)
+            if args.output_dir:
+                base = Path(args.output_dir)
+            else:
+                base = new_folder(Path("runs") / cfg.dataset / default_run_name(cfg, args.name, seeds=True))
+            train_seeds(cfg, base, args.seeds, args, overrides)
         else:
-            stamp = time.strftime("%Y%m%d-%H%M%S")
-            run_dir = Path(args.output_dir) if args.output_dir else Path("runs") / cfg.dataset / f"{stamp}-seed{cfg.seed}"
-            train_one(cfg, run_dir, args)
+            run_dir = Path(args.output_dir or Path("runs") / cfg.dataset / default_run_name(cfg, args.name))
+            train_one(cfg, run_dir, args, overrides, numbered=not args.output_dir)
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
