@@ -195,23 +195,25 @@ def train_main(argv=None, prog: str | None = None) -> int:
     return 0
 
 
-# Subcommands: (module, function, arguments put before the user's, one-line help). Each module is
-# imported only when its subcommand runs, so a tool never pays for another's imports (TensorFlow).
+# Subcommands: (module, function, arguments put before the user's, imports TensorFlow, one-line help).
+# Each module is imported only when its subcommand runs, so a tool never pays for another's imports.
 COMMANDS = {
-    "train": ("zscrgan.cli", "train_main", (), "train a model (the default flags run the demo)"),
-    "report": ("zscrgan.report", "main", (), "mean +- std and Prec@K curves of finished runs"),
-    "convert": ("zscrgan.data.__main__", "main", ("convert",), "convert a public feature release into a dataset folder"),
-    "inspect": ("zscrgan.data.__main__", "main", ("inspect",), "validate a dataset folder and summarise it"),
-    "baseline": ("zscrgan.baseline", "main", (), "the ridge-regression reference on a dataset folder"),
-    "study": ("zscrgan.study", "main", (), "many runs over datasets, variants and seeds"),
-    "retrieve": ("zscrgan.retrieve", "main", (), "retrieve images for texts with a trained run"),
+    "train": ("zscrgan.cli", "train_main", (), False, "train a model (the default flags run the demo)"),
+    "report": ("zscrgan.report", "main", (), False, "mean +- std and Prec@K curves of finished runs"),
+    "convert": ("zscrgan.data.__main__", "main", ("convert",), False,
+                "convert a public feature release into a dataset folder"),
+    "inspect": ("zscrgan.data.__main__", "main", ("inspect",), False, "validate a dataset folder and summarise it"),
+    "baseline": ("zscrgan.baseline", "main", (), False, "the ridge-regression reference on a dataset folder"),
+    "study": ("zscrgan.study", "main", (), False, "many runs over datasets, variants and seeds"),
+    "retrieve": ("zscrgan.retrieve", "main", (), True,
+                 "rank a gallery of image features for text queries with a trained run"),
 }
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: zscrgan COMMAND [flags]   (zscrgan COMMAND --help for its flags)", "", "commands:"]
-    lines += [f"  {name:<{width}}  {spec[3]}" for name, spec in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {spec[-1]}" for name, spec in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -229,7 +231,11 @@ def main(argv=None) -> int:
     if name not in COMMANDS:
         print(f"error: {name}: unknown command (one of {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
-    module_name, function, prefix, _ = COMMANDS[name]
+    module_name, function, prefix, uses_tensorflow, _ = COMMANDS[name]
+    if uses_tensorflow:
+        from zscrgan.tf_start import start_tensorflow
+
+        start_tensorflow()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:
