@@ -44,7 +44,7 @@ def _phase_functions(**overrides):
             unit_rows.get_concrete_function(), _merge_chunk.get_concrete_function()]
 
 
-@pytest.mark.parametrize("overrides", [{}, dict(jit_compile=True), dict(precision="mixed_float16"),
+@pytest.mark.parametrize("overrides", [{}, dict(jit_compile=True), dict(precision="mixed_float16", training="joint"),
                                        dict(precision="mixed_bfloat16", adv_coeff=0.0)])
 def test_every_op_of_training_and_evaluation_has_a_deterministic_gpu_kernel(overrides):
     ops = set().union(*(device.op_types(f) for f in _phase_functions(**overrides)))

@@ -93,15 +93,15 @@ def test_float16_loss_scale_skips_overflowing_steps_and_grows_after_good_ones():
     w = tf.Variable([1.0, 2.0])
     opt = RMSPropTF1([w], 0.1)
     scale = DynamicLossScale(initial_scale=8.0, growth_interval=2)
-    scale.apply(opt, [tf.constant([np.inf, 8.0])])
+    scale.apply([(opt, [tf.constant([np.inf, 8.0])])])
     np.testing.assert_array_equal(w.numpy(), [1.0, 2.0])  # skipped
     assert float(scale.scale) == 4.0 and int(scale.good_steps) == 0
-    scale.apply(opt, [tf.constant([4.0, -4.0])])  # unscaled: [1, -1]
+    scale.apply([(opt, [tf.constant([4.0, -4.0])])])  # unscaled: [1, -1]
     reference = tf.Variable([1.0, 2.0])
     RMSPropTF1([reference], 0.1).apply([tf.constant([1.0, -1.0])])
     np.testing.assert_array_equal(w.numpy(), reference.numpy())
     assert float(scale.scale) == 4.0 and int(scale.good_steps) == 1
-    scale.apply(opt, [tf.constant([4.0, -4.0])])
+    scale.apply([(opt, [tf.constant([4.0, -4.0])])])
     assert float(scale.scale) == 8.0 and int(scale.good_steps) == 0  # two good steps in a row: doubled
 
 

@@ -83,13 +83,15 @@ class DynamicLossScale(tf.Module):
         self.scale = tf.Variable(initial_scale, trainable=False, name="scale")
         self.good_steps = tf.Variable(0, trainable=False, name="good_steps")
 
-    def apply(self, optimizer, scaled_grads: Sequence[tf.Tensor]) -> None:
-        """Unscale `scaled_grads` and apply them with `optimizer` if finite; adjust the scale."""
-        grads = [g / self.scale for g in scaled_grads]
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for g in grads])
+    def apply(self, updates) -> None:
+        """`updates`: (optimizer, scaled gradients) pairs; all applied, unscaled, if every gradient is
+        finite, none otherwise. Then the scale is adjusted."""
+        unscaled = [(optimizer, [g / self.scale for g in grads]) for optimizer, grads in updates]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g)) for _, grads in unscaled for g in grads])
 
         def step():
-            optimizer.apply(grads)
+            for optimizer, grads in unscaled:
+                optimizer.apply(grads)
             grow = self.good_steps + 1 >= self.growth_interval
             self.scale.assign(tf.where(grow, self.scale * 2.0, self.scale))
             self.good_steps.assign(tf.where(grow, 0, self.good_steps + 1))

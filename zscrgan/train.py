@@ -47,6 +47,11 @@ class PackedFeatures:
         return int(self.texts.shape[0]) - 1
 
 
+def _rows(t: tf.Tensor):
+    """Rows of t: a number when known at trace time (so slices keep static shapes), else a tensor."""
+    return t.shape[0] if t.shape[0] is not None else tf.shape(t)[0]
+
+
 class Trainer(tf.Module):
     """The model, its three optimizers and the noise generator; runs E-steps, M-steps and embeddings."""
 
@@ -72,45 +77,77 @@ class Trainer(tf.Module):
         self._critic_update = compiled(self._critic_update_fn)
         self._generator_update = compiled(self._generator_update_fn)
         self._csem_update = compiled(self._csem_update_fn)
+        self._joint_update = compiled(self._joint_update_fn)
 
     # --- one batch ---------------------------------------------------------------------------------
+    # A batch is four index arrays of shape [B]: image and text rows of the packed matrices for each
+    # row (img_rows, txt_rows) and for its wrong pair (wrong_img_rows, wrong_txt_rows).
     @staticmethod
-    def _batch(images, texts, img_rows, txt_rows, wrong):
-        x_r = tf.gather(images, img_rows)
-        phi_r = tf.gather(texts, txt_rows)
-        return x_r, phi_r, tf.gather(x_r, wrong), tf.gather(phi_r, wrong)
+    def _batch(images, texts, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows):
+        """x_r, phi_r, x_w, phi_w: the rows' real images and first texts, and their wrong pairs'."""
+        return (tf.gather(images, img_rows), tf.gather(texts, txt_rows),
+                tf.gather(images, wrong_img_rows), tf.gather(texts, wrong_txt_rows))
 
     def _noise(self, n):
         """The text encoder's eps (truncated normal) and the generator's z for n rows."""
         return (self.noise.truncated_normal([n, self.cfg.embed_dim]), self.noise.normal([n, self.cfg.z_dim]))
+
+    def _forward_noise(self, phi_r):
+        """The noise `_forward` takes: for the correct and (with the wrong-class branch) the wrong rows."""
+        return self._noise((2 if self.cfg.wrong_branch else 1) * tf.shape(phi_r)[0])
 
     def _forward(self, phi_r, phi_w, eps, z):
         """Conditions and generated image vectors for the correct and the wrong texts.
 
         Both halves go through the text encoder and the generator as one stacked batch: the same
         per-row computation as two calls, with one weight-gradient product per layer instead of two.
+        Without the wrong-class branch only the correct half is computed (the "_w" entries are empty).
         """
-        c, mu, s = self.model.encoder(tf.concat([phi_r, phi_w], axis=0), eps)
+        n = _rows(phi_r)
+        phi = tf.concat([phi_r, phi_w], axis=0) if self.cfg.wrong_branch else phi_r
+        c, mu, s = self.model.encoder(phi, eps)
         g = self.model.generator(c, z)
-        (c_r, _), (mu_r, mu_w), (s_r, s_w), (g_r, g_w) = (tf.split(t, 2) for t in (c, mu, s, g))
-        return dict(c_r=c_r, mu_r=mu_r, s_r=s_r, mu_w=mu_w, s_w=s_w, g=g, g_r=g_r, g_w=g_w)
+        return dict(c_r=c[:n], mu_r=mu[:n], s_r=s[:n], mu_w=mu[n:], s_w=s[n:], g=g, g_r=g[:n], g_w=g[n:])
 
     def _csem_loss(self, f):
-        theta_r, theta_w = tf.split(self.model.csem(f["g"]), 2)  # both halves in one call, as in `_forward`
-        return losses.csem_loss(theta_r, theta_w, f["c_r"], per_sample=self.cfg.triplet == "per_sample")
+        theta = self.model.csem(f["g"])  # correct and wrong halves in one call, as in `_forward`
+        n = _rows(f["c_r"])
+        theta_w = theta[n:] if self.cfg.wrong_branch else None
+        return losses.csem_loss(theta[:n], theta_w, f["c_r"], per_sample=self.cfg.triplet == "per_sample")
 
-    def _minimize(self, tape, loss, variables, optimizer) -> None:
-        """Apply the gradient of `loss` (recorded on `tape`) to `variables` with `optimizer`."""
+    def _generator_side_loss(self, x_r, phi_r, x_w, phi_w, eps, z):
+        """L_G on one batch (run under a tape). Returns L_G, L_C and [L_G, R, L_C, divergence]."""
+        cfg = self.cfg
+        wrong = cfg.wrong_branch
+        textbook_div = cfg.divergence == "kl"
+        f = self._forward(phi_r, phi_w, eps, z)
+        l_c = self._csem_loss(f)
+        r = losses.max_margin(f["g_r"], x_r, x_w if wrong else None, hinge=cfg.r_hinge)
+        div_r = losses.divergence(f["mu_r"], f["s_r"], textbook=textbook_div)
+        div_w = losses.divergence(f["mu_w"], f["s_w"], textbook=textbook_div) if wrong else None
+        loss = losses.generator_loss(self.model.critic(f["g_r"], phi_r), l_c, r, div_r, div_w,
+                                     mm_reg_coeff=cfg.mm_reg_coeff, kl_div_coefficient=cfg.kl_div_coefficient,
+                                     triplet_coeff=cfg.triplet_coeff, adv_coeff=cfg.adv_coeff)
+        return loss, l_c, tf.stack([loss, r, l_c, losses.mean_divergence(div_r, div_w)])
+
+    def _apply(self, tape, updates) -> None:
+        """Apply each (optimizer, loss, variables) of `updates`: the gradients of the losses recorded on
+        `tape`, all taken before any update. Under float16, gradients of loss * scale, applied all or none.
+        """
         if self.loss_scale is None:
-            optimizer.apply(tape.gradient(loss, variables))
-        else:  # float16: the gradient of loss * scale, so that small gradients do not underflow
-            self.loss_scale.apply(optimizer, tape.gradient(loss, variables, output_gradients=self.loss_scale.scale))
+            grads = [tape.gradient(loss, variables) for _, loss, variables in updates]
+            for (optimizer, _, _), g in zip(updates, grads):
+                optimizer.apply(g)
+        else:
+            scale = self.loss_scale.scale
+            self.loss_scale.apply([(optimizer, tape.gradient(loss, variables, output_gradients=scale))
+                                   for optimizer, loss, variables in updates])
 
-    def critic_step(self, images, texts, img_rows, txt_rows, wrong):
-        """One critic update on one batch, its weights clipped in the same pass. Returns L_D."""
-        x_r, phi_r, x_w, _ = self._batch(images, texts, img_rows, txt_rows, wrong)
-        eps, z = self._noise(tf.shape(phi_r)[0])
-        return self._critic_update(x_r, phi_r, x_w, eps, z)
+    def critic_step(self, images, texts, *rows):
+        """One critic update on one batch (`rows`: the four index arrays), its weights clipped in the
+        same pass. Returns L_D."""
+        x_r, phi_r, x_w, _ = self._batch(images, texts, *rows)
+        return self._critic_update(x_r, phi_r, x_w, *self._noise(tf.shape(phi_r)[0]))
 
     def _critic_update_fn(self, x_r, phi_r, x_w, eps, z):
         c_r, _, _ = self.model.encoder(phi_r, eps)
@@ -118,56 +155,67 @@ class Trainer(tf.Module):
         critic = self.model.critic
         with tf.GradientTape() as tape:
             # Fake, wrong and real rows scored as one stacked batch, all against the correct text.
-            scores = tf.split(critic(tf.concat([g_r, x_w, x_r], 0), tf.tile(phi_r, [3, 1])), 3)
-            loss = losses.critic_loss(*scores)
-        self._minimize(tape, loss, critic.trainable_variables, self.opt_critic)
+            if self.cfg.wrong_branch:
+                d_fake, d_wrong, d_real = tf.split(critic(tf.concat([g_r, x_w, x_r], 0), tf.tile(phi_r, [3, 1])), 3)
+            else:
+                d_wrong = None
+                d_fake, d_real = tf.split(critic(tf.concat([g_r, x_r], 0), tf.tile(phi_r, [2, 1])), 2)
+            loss = losses.critic_loss(d_fake, d_wrong, d_real)
+        self._apply(tape, [(self.opt_critic, loss, critic.trainable_variables)])
         return loss
 
-    def generator_step(self, images, texts, img_rows, txt_rows, wrong):
+    def generator_step(self, images, texts, *rows):
         """One text encoder + generator update (critic and CSEM frozen). Returns [L_G, R, L_C, divergence]."""
-        x_r, phi_r, x_w, phi_w = self._batch(images, texts, img_rows, txt_rows, wrong)
-        eps, z = self._noise(2 * tf.shape(phi_r)[0])
-        return self._generator_update(x_r, phi_r, x_w, phi_w, eps, z)
+        batch = self._batch(images, texts, *rows)
+        return self._generator_update(*batch, *self._forward_noise(batch[1]))
 
     def _generator_update_fn(self, x_r, phi_r, x_w, phi_w, eps, z):
-        cfg = self.cfg
-        variables = self.model.generator_side_variables
-        textbook_div = cfg.divergence == "kl"
         with tf.GradientTape() as tape:
-            f = self._forward(phi_r, phi_w, eps, z)
-            l_c = self._csem_loss(f)
-            r = losses.max_margin(f["g_r"], x_r, x_w, hinge=cfg.r_hinge)
-            div_r = losses.divergence(f["mu_r"], f["s_r"], textbook=textbook_div)
-            div_w = losses.divergence(f["mu_w"], f["s_w"], textbook=textbook_div)
-            loss = losses.generator_loss(self.model.critic(f["g_r"], phi_r), l_c, r, div_r, div_w,
-                                         mm_reg_coeff=cfg.mm_reg_coeff, kl_div_coefficient=cfg.kl_div_coefficient,
-                                         triplet_coeff=cfg.triplet_coeff, adv_coeff=cfg.adv_coeff)
-        self._minimize(tape, loss, variables, self.opt_generator)
-        return tf.stack([loss, r, l_c, (div_r + div_w) / 2.0])
+            loss, _, parts = self._generator_side_loss(x_r, phi_r, x_w, phi_w, eps, z)
+        self._apply(tape, [(self.opt_generator, loss, self.model.generator_side_variables)])
+        return parts
 
-    def csem_step(self, images, texts, img_rows, txt_rows, wrong):
+    def csem_step(self, images, texts, *rows):
         """One CSEM update on L_C (text encoder and generator frozen). Returns L_C."""
-        _, phi_r, _, phi_w = self._batch(images, texts, img_rows, txt_rows, wrong)
-        eps, z = self._noise(2 * tf.shape(phi_r)[0])
-        return self._csem_update(phi_r, phi_w, eps, z)
+        _, phi_r, _, phi_w = self._batch(images, texts, *rows)
+        return self._csem_update(phi_r, phi_w, *self._forward_noise(phi_r))
 
     def _csem_update_fn(self, phi_r, phi_w, eps, z):
         f = self._forward(phi_r, phi_w, eps, z)
-        variables = self.model.csem.trainable_variables
         with tf.GradientTape() as tape:
             loss = self._csem_loss(f)
-        self._minimize(tape, loss, variables, self.opt_csem)
+        self._apply(tape, [(self.opt_csem, loss, self.model.csem.trainable_variables)])
         return loss
+
+    def joint_step(self, images, texts, *rows):
+        """`training: joint`: the generator side on L_G and the CSEM on L_C, updated together.
+
+        One batch and one forward pass serve both; both gradients are taken before either update.
+        Returns [L_G, R, L_C, divergence].
+        """
+        batch = self._batch(images, texts, *rows)
+        return self._joint_update(*batch, *self._forward_noise(batch[1]))
+
+    def _joint_update_fn(self, x_r, phi_r, x_w, phi_w, eps, z):
+        with tf.GradientTape(persistent=True) as tape:
+            loss, l_c, parts = self._generator_side_loss(x_r, phi_r, x_w, phi_w, eps, z)
+        self._apply(tape, [(self.opt_generator, loss, self.model.generator_side_variables),
+                           (self.opt_csem, l_c, self.model.csem.trainable_variables)])
+        del tape
+        return parts
 
     # --- whole phases, compiled ----------------------------------------------------------------------
     @tf.function
-    def e_step(self, images, texts, img_rows, txt_rows, wrong):
+    def e_step(self, images, texts, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows):
         """One E-step. images, texts: packed seen features (`PackedFeatures`).
 
-        img_rows, txt_rows, wrong: [iters, critic_steps + 1, B]; the last slot is the generator's batch.
+        The index arrays: [iters, critic_steps + 1, B]; the last slot is the generator side's batch
+        (under `training: joint` the generator side's and the CSEM's, see `joint_step`).
 
         Returns the phase means of [L_D, L_G, R, L_C, divergence].
         """
+        rows = (img_rows, txt_rows, wrong_img_rows, wrong_txt_rows)
+        generator_side = self.joint_step if self.cfg.training == "joint" else self.generator_step
         iters = tf.shape(img_rows)[0]
         n_critic = self.cfg.critic_steps
         d_sum = tf.constant(0.0)
@@ -175,18 +223,19 @@ class Trainer(tf.Module):
         for i in tf.range(iters):
             if self._train_critic:
                 for j in tf.range(n_critic):
-                    d_sum += self.critic_step(images, texts, img_rows[i, j], txt_rows[i, j], wrong[i, j])
-            g_sum += self.generator_step(images, texts, img_rows[i, n_critic], txt_rows[i, n_critic], wrong[i, n_critic])
+                    d_sum += self.critic_step(images, texts, *(a[i, j] for a in rows))
+            g_sum += generator_side(images, texts, *(a[i, n_critic] for a in rows))
         n = tf.cast(iters, tf.float32)
         return tf.concat([[d_sum / (n * n_critic)], g_sum / n], axis=0)
 
     @tf.function
-    def m_step(self, images, texts, img_rows, txt_rows, wrong):
-        """img_rows, txt_rows, wrong: [iters, B]. Returns the phase mean of L_C."""
+    def m_step(self, images, texts, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows):
+        """The index arrays: [iters, B]. Returns the phase mean of L_C."""
+        rows = (img_rows, txt_rows, wrong_img_rows, wrong_txt_rows)
         total = tf.constant(0.0)
         iters = tf.shape(img_rows)[0]
         for i in tf.range(iters):
-            total += self.csem_step(images, texts, img_rows[i], txt_rows[i], wrong[i])
+            total += self.csem_step(images, texts, *(a[i] for a in rows))
         return total / tf.cast(iters, tf.float32)
 
     # --- embeddings for retrieval --------------------------------------------------------------------
