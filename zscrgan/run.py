@@ -15,6 +15,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
 from zscrgan.data.safe_pickle import dump_pickle
 from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows, wrong_pairing
-from zscrgan.data.scaling import scale_modality, scaling_record
+from zscrgan.data.scaling import scale_modality, scaling_record, unscaled_warning
 from zscrgan.errors import UserError
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
 from zscrgan.metrics import chance_prec
@@ -105,6 +106,9 @@ def prepare_data(cfg, data_root: Path) -> Data:
     if cfg.dataset == DEMO:
         ensure_demo(folder, DemoSpec(**cfg.demo))
     ds = load_dataset(folder)
+    warning = unscaled_warning(ds.image, ds.text, folder) if cfg.input_scaling == "none" else None
+    if warning:
+        print(warning, file=sys.stderr)
     image = scale_modality(ds.image, ds.seen, cfg.input_scaling)
     text = scale_modality(ds.text, ds.seen, cfg.input_scaling)
     if cfg.protocol == "validated":
