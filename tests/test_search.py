@@ -44,6 +44,14 @@ def test_exact_ties_rank_the_lower_row_first(chunk, k):
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)
+def test_identical_rows_come_back_in_row_order(chunk):
+    gallery = np.tile(np.array([[0.5, 2.0, 1.0]], np.float32), (100, 1))
+    scores, rows = search(np.array([[1.0, 1.0, 1.0], [-1.0, 0.0, 0.0]], np.float32), gallery, 10, chunk_rows=chunk)
+    assert rows.tolist() == [list(range(10))] * 2
+    assert np.all(scores == scores[:, :1])
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
 def test_random_gallery_matches_brute_force(chunk, monkeypatch):
     monkeypatch.setattr(zscrgan.search, "QUERY_BLOCK", 8)  # several query blocks as well
     rng = np.random.default_rng(1)
