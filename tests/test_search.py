@@ -72,6 +72,8 @@ def test_gallery_smaller_than_k_returns_every_row():
     assert rows.tolist() == [[2, 0, 1]]
     assert np.allclose(scores, [[np.cos(np.pi / 4 - np.arctan(0.5)), np.cos(np.arctan(0.5)),
                                  np.cos(np.pi / 2 - np.arctan(0.5))]])
+    scores, rows = search(np.ones((2, 2), np.float32), np.zeros((0, 2), np.float32), 5)
+    assert scores.shape == rows.shape == (2, 0)
 
 
 def test_embed_is_applied_chunk_by_chunk_as_to_the_whole_gallery():

@@ -85,9 +85,9 @@ def search(queries, gallery, k: int, embed: Callable | None = None,
     if not finite:
         raise UserError("queries: NaN or infinite values")
     n_queries = int(query_unit.shape[0])
-    blocks = [(q, tf.zeros([q.shape[0], 0], tf.float32), tf.zeros([q.shape[0], 0], tf.int64))
-              for q in (query_unit[i:i + QUERY_BLOCK] for i in range(0, n_queries, QUERY_BLOCK))]
-    chunk_rows = min(chunk_rows, n_gallery)
+    query_blocks = [(q, tf.zeros([q.shape[0], 0], tf.float32), tf.zeros([q.shape[0], 0], tf.int64))
+                    for q in (query_unit[i:i + QUERY_BLOCK] for i in range(0, n_queries, QUERY_BLOCK))]
+    chunk_rows = max(1, min(chunk_rows, n_gallery))
     for start in range(0, n_gallery, chunk_rows):
         stop = min(start + chunk_rows, n_gallery)
         rows = np.asarray(gallery[start:stop], dtype=np.float32)
@@ -102,7 +102,9 @@ def search(queries, gallery, k: int, embed: Callable | None = None,
         k_now = tf.constant(min(k, stop), tf.int32)
         first_row = tf.constant(start, tf.int64)
         n_rows = tf.constant(stop - start, tf.int32)
-        blocks = [(q, *_merge_chunk(q, gallery_unit, s, r, first_row, n_rows, k_now)) for q, s, r in blocks]
-    if not blocks:
+        query_blocks = [(q, *_merge_chunk(q, gallery_unit, s, r, first_row, n_rows, k_now))
+                        for q, s, r in query_blocks]
+    if not query_blocks:
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-    return (np.concatenate([s.numpy() for _, s, _ in blocks]), np.concatenate([r.numpy() for _, _, r in blocks]))
+    return (np.concatenate([s.numpy() for _, s, _ in query_blocks]),
+            np.concatenate([r.numpy() for _, _, r in query_blocks]))
