@@ -19,13 +19,14 @@ from zscrgan.train import Trainer
 # reviewed and added here.
 REVIEWED = {
     "Abs", "AddN", "AddV2", "All", "AssignAddVariableOp", "AssignVariableOp", "Bitcast", "Cast", "ConcatOffset",
-    "ConcatV2", "Const", "Exp", "FloorDiv", "FloorMod", "GatherV2", "GreaterEqual", "Identity", "IdentityN",
+    "ConcatV2", "Const", "Exp", "Fill", "FloorDiv", "FloorMod", "GatherV2", "Greater", "GreaterEqual", "Identity",
+    "IdentityN",
     "If", "IsFinite", "LeakyRelu", "LeakyReluGrad", "Less", "MatMul", "Max", "Maximum", "Mean", "Minimum",
     "Mul", "Neg", "NoOp", "NotEqual", "Pack", "PadV2", "Placeholder", "Pow", "Prod", "Range", "ReadVariableOp",
     "RealDiv", "Relu", "ReluGrad", "Reshape", "ResourceApplyAdam", "RngReadAndSkip", "Rsqrt", "RsqrtGrad",
     "SelectV2", "Shape", "Sigmoid", "Sign", "Slice", "Softplus", "Split", "Sqrt", "Square",
-    "StatefulPartitionedCall", "StatelessRandomNormalV2", "StatelessTruncatedNormalV2", "StridedSlice",
-    "StridedSliceGrad", "Sub", "Sum", "Tile", "TopKV2", "Transpose", "While",
+    "StatefulPartitionedCall", "StatelessIf", "StatelessRandomNormalV2", "StatelessTruncatedNormalV2",
+    "StridedSlice", "StridedSliceGrad", "Sub", "Sum", "Tile", "TopKV2", "Transpose", "While",
 }
 
 
