@@ -183,3 +183,25 @@ def test_search_chooses_by_validation_prec_never_by_unseen(tmp_path):
     chosen = best_searched(tmp_path)
     assert chosen["run_dir"] == str(tmp_path / "t2") and chosen["overrides"] == {"mm_reg_coeff": 2.0}
     assert chosen["test_at_selected_round"] == {"prec": 0.10}
+
+
+def test_failed_trial_writes_its_error_and_shows_in_the_table(tmp_path):
+    from zscrgan.report import write_study_tables
+    from zscrgan.study import run_trial
+
+    study = load_study(write_study(tmp_path, seeds=[0]), tmp_path / "datasets")
+    trial = study.trials(tmp_path / "out")[0]
+    spec = {"dataset": trial.dataset, "variant": trial.variant, "seed": 0, "overrides": trial.overrides,
+            "run_dir": trial.run_dir, "data_root": str(tmp_path / "nowhere"), "time_budget": None, "cpus": 1,
+            "command": ["zscrgan", "study"]}
+    (tmp_path / "nowhere" / "DEMO").mkdir(parents=True)  # an empty dataset folder: loading it fails
+    with pytest.raises(Exception):
+        run_trial({"trial": spec})
+    error = (Path(trial.run_dir) / "error.txt").read_text().strip()
+    assert error.startswith("UserError: ") and "nowhere" in error and "\n" not in error
+    counts = write_study_tables(study, tmp_path / "out", tmp_path / "nowhere")
+    assert counts == {"failed": 1, "not started": 1}
+    rows = {r["variant"]: r for r in csv_rows(tmp_path / "out")}
+    assert rows["released"]["finished"] == "0" and rows["released"]["notes"] == f"seed 0 failed: {error}"
+    assert rows["no_R"]["notes"] == "seed 0 not started"
+    assert rows["ridge reference"]["notes"].startswith("not computed: ")

@@ -17,6 +17,7 @@ a finished summary and resumes the others from their last checkpoint. The study 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import re
@@ -25,12 +26,13 @@ import sys
 import tempfile
 import time
 import traceback
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 from zscrgan.atomic import write_text_atomic
-from zscrgan.config import CHOICES, DEFAULT_FILE, load_config, merge, read_yaml, to_plain
+from zscrgan.config import CHOICES, DEFAULT_FILE, load_config, merge, read_yaml
 from zscrgan.errors import UserError
+from zscrgan.provenance import holds_run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log (workers inherit it)
 
@@ -222,6 +224,11 @@ def run_trial(config: dict) -> None:
     if trial_status(run_dir)[0] == "finished":
         return
     run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the OS when this process dies
+    except OSError:
+        raise UserError(f"{run_dir}: another process is running this trial (a second driver of the same study?)") from None
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
     try:
         _limit_threads(spec["cpus"])
@@ -234,7 +241,7 @@ def run_trial(config: dict) -> None:
                 console.flush()
 
             run = Run(cfg, run_dir, Path(spec["data_root"]), results_root=None, log=log)
-            if not run.resume() and (run_dir / "config.yaml").exists():
+            if not run.resume() and holds_run(run_dir):
                 _clear_unstarted(run_dir)  # it stopped before its first round ended: start it afresh
             run.start(overrides, spec["command"])
 
@@ -249,6 +256,8 @@ def run_trial(config: dict) -> None:
         write_text_atomic(run_dir / ERROR_FILE, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n")
         (run_dir / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
         raise
+    finally:
+        lock.close()
 
 
 def _limit_threads(cpus: float) -> None:
@@ -265,7 +274,7 @@ def _limit_threads(cpus: float) -> None:
 
 def _clear_unstarted(run_dir: Path) -> None:
     for path in run_dir.iterdir():
-        if path.name != "console.log":
+        if path.name not in ("console.log", ".lock"):
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
@@ -300,7 +309,9 @@ def _progress_callback(total: int):
 
         def _label(self, trial):
             spec = trial.config["trial"]
-            return spec["run_dir"] and f"{spec['dataset']}/{spec['variant']}/seed{spec['seed']}" or trial.trial_id
+            if spec["run_dir"]:
+                return f"{spec['dataset']}/{spec['variant']}/seed{spec['seed']}"
+            return f"{spec['dataset']}/search/{trial.trial_id}"
 
         def on_trial_start(self, iteration, trials, trial, **info):
             print(f"started  {self._label(trial)}", flush=True)
@@ -317,7 +328,8 @@ def _progress_callback(total: int):
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.done += 1
-            status = trial_status(Path(trial.config["trial"]["run_dir"] or "."))[1]
+            spec = trial.config["trial"]
+            status = trial_status(Path(spec["run_dir"] or Path(spec["search_dir"]) / trial.trial_id))[1]
             print(f"FAILED   {self._label(trial)} ({self.done}/{total}): {status}", flush=True)
 
     return Progress()
