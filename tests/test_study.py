@@ -33,7 +33,7 @@ STUDY = {
 def write_study(folder: Path, **changes) -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "demo_test.yaml"
-    path.write_text(yaml.safe_dump({**STUDY, **changes}))
+    path.write_text(yaml.safe_dump({**STUDY, **changes}, sort_keys=False))
     return path
 
 
@@ -190,16 +190,15 @@ def test_failed_trial_writes_its_error_and_shows_in_the_table(tmp_path):
     from zscrgan.study import run_trial
 
     study = load_study(write_study(tmp_path, seeds=[0]), tmp_path / "datasets")
-    trial = study.trials(tmp_path / "out")[0]
-    spec = {"dataset": trial.dataset, "variant": trial.variant, "seed": 0, "overrides": trial.overrides,
-            "run_dir": trial.run_dir, "data_root": str(tmp_path / "nowhere"), "time_budget": None, "cpus": 1,
-            "command": ["zscrgan", "study"]}
-    (tmp_path / "nowhere" / "DEMO").mkdir(parents=True)  # an empty dataset folder: loading it fails
+    trial = next(t for t in study.trials(tmp_path / "out") if t.variant == "released")
+    spec = {"dataset": trial.dataset, "variant": trial.variant, "seed": 0, "run_dir": trial.run_dir,
+            "overrides": {**trial.overrides, "no_such_key": 1},  # fails inside the trial
+            "data_root": str(tmp_path / "datasets"), "time_budget": None, "cpus": 1, "command": ["zscrgan", "study"]}
     with pytest.raises(Exception):
         run_trial({"trial": spec})
     error = (Path(trial.run_dir) / "error.txt").read_text().strip()
-    assert error.startswith("UserError: ") and "nowhere" in error and "\n" not in error
-    counts = write_study_tables(study, tmp_path / "out", tmp_path / "nowhere")
+    assert error.startswith("UserError: command line: unknown config key 'no_such_key'") and "\n" not in error
+    counts = write_study_tables(study, tmp_path / "out", tmp_path / "no_datasets")
     assert counts == {"failed": 1, "not started": 1}
     rows = {r["variant"]: r for r in csv_rows(tmp_path / "out")}
     assert rows["released"]["finished"] == "0" and rows["released"]["notes"] == f"seed 0 failed: {error}"

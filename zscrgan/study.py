@@ -228,6 +228,7 @@ def run_trial(config: dict) -> None:
     try:
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the OS when this process dies
     except OSError:
+        lock.close()
         raise UserError(f"{run_dir}: another process is running this trial (a second driver of the same study?)") from None
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
     try:
