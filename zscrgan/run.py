@@ -30,7 +30,7 @@ from zscrgan.config import to_plain
 from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
 from zscrgan.data.safe_pickle import dump_pickle
-from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows, wrong_pairing
+from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows
 from zscrgan.data.scaling import scale_modality, scaling_record
 from zscrgan.errors import UserError
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
@@ -164,8 +164,10 @@ class Run:
         tf.config.experimental.enable_op_determinism()
         self.data = prepare_data(cfg, data_root)
         self.trainer = Trainer(cfg, self.data.image_dim, self.data.text_dim)
-        self.sampler = ClassBatchSampler(self.data.packed.images_per_class.tolist(), cfg.batch_size, cfg.seed,
-                                         pad_short_batches=cfg.pad_short_batches)
+        packed = self.data.packed
+        self.sampler = ClassBatchSampler(packed.images_per_class.tolist(), cfg.batch_size, cfg.seed,
+                                         pad_short_batches=cfg.pad_short_batches, wrong_class=cfg.wrong_class,
+                                         class_texts=packed.texts.numpy()[:-1], kmeans_clusters=cfg.kmeans_clusters)
         self.full_state = tf.train.Checkpoint(trainer=self.trainer)
         self.weights = tf.train.Checkpoint(model=self.trainer.model)
         self.best = Best()
@@ -227,18 +229,25 @@ class Run:
         return out
 
     def _schedule(self):
-        """The next E-step and M-step batches as index arrays, drawn in the released order."""
+        """The next E-step and M-step batches as index arrays, drawn in the released order.
+
+        Under `training: joint` there is no M-step, and its batches are None.
+        """
         cfg, packed = self.cfg, self.data.packed
         e_shape = (cfg.e_step_iters, cfg.critic_steps + 1, cfg.batch_size)
-        steps = [(e_shape, cfg.e_step_iters * (cfg.critic_steps + 1)), ((cfg.m_step_iters, cfg.batch_size), cfg.m_step_iters)]
+        steps = [(e_shape, cfg.e_step_iters * (cfg.critic_steps + 1))]
+        if cfg.training == "em":
+            steps.append(((cfg.m_step_iters, cfg.batch_size), cfg.m_step_iters))
         out = []
         for shape, n in steps:
             cls, img = self.sampler.schedule(n)
+            wrong_cls, wrong_img = self.sampler.wrong_pairs(cls, img)
             out.append(tuple(tf.constant(a.reshape(shape), tf.int32) for a in (
                 to_rows(cls, img, packed.class_offsets, packed.image_pad_row),
                 text_rows(cls, packed.text_pad_row),
-                wrong_pairing(cls, distinct=cfg.wrong_class == "distinct"))))
-        return out
+                to_rows(wrong_cls, wrong_img, packed.class_offsets, packed.image_pad_row),
+                text_rows(wrong_cls, packed.text_pad_row))))
+        return out if len(out) == 2 else out + [None]
 
     def _write_retrievals(self, retrieved: np.ndarray, score: float) -> Path:
         """The retrieval file into the run folder, and a copy to the released path if no file is there."""
@@ -356,7 +365,10 @@ class Run:
                 if stop.requested:
                     stop_reason = "interrupted (Ctrl-C) during an E-step; that round was not evaluated"
                     break
-                l_c_m = float(self.trainer.m_step(packed.images, packed.texts, *m_batches))
+                if m_batches is None:  # joint training: the CSEM was updated on L_C within the E-step
+                    l_c_m = float(e_out[3])
+                else:
+                    l_c_m = float(self.trainer.m_step(packed.images, packed.texts, *m_batches))
                 self.round += 1
                 losses = {n: float(v) for n, v in zip(LOSS_NAMES, e_out)}
                 losses["L_C_M"] = l_c_m
