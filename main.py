@@ -94,9 +94,36 @@ def train_seeds(cfg, base: Path, seeds, args) -> None:
     print(format_report(done))
     write_text_atomic(base / "seeds_summary.json",
                       json.dumps({"seeds": [r["seed"] for r in done], "aggregate": aggregate(done)}, indent=1))
+    return summary
+
+
+# Exit status of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
 
 
 def main(argv=None) -> int:
+    """Run the command; returns the exit status: 0 done, 2 bad input (one line on stderr), 130 Ctrl-C."""
+    from zscrgan.errors import UserError, one_line
+
+    try:
+        summary = _main(argv)
+    except UserError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a disk problem the writers did not name themselves (a full or read-only disk)
+        where = e.filename or "output"
+        print(f"error: {one_line(f'{where}: {e.strerror or e}')}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if summary and summary["stopped"].startswith("interrupted"):
+        return EXIT_INTERRUPTED
+    return 0
+
+
+def _main(argv):
+    """Parse the arguments and do what they ask; returns the last run's summary (None if none ran)."""
     from zscrgan.config import DEFAULT_FILE, load_config, parse_flag_value, read_yaml
     from zscrgan.errors import UserError
 
@@ -104,36 +131,29 @@ def main(argv=None) -> int:
     args = build_parser(keys).parse_args(argv)
     overrides = {k: parse_flag_value(getattr(args, f"cfg_{k}")) for k in keys
                  if getattr(args, f"cfg_{k}") is not None}
-    try:
-        if args.time_budget is not None and args.time_budget <= 0:
-            raise UserError(f"--time_budget must be a positive number of minutes, got {args.time_budget}")
-        if args.resume or args.evaluate:
-            if args.resume and args.evaluate:
-                raise UserError("give either --resume or --evaluate, not both")
-            if args.seeds:
-                raise UserError("--resume and --evaluate take one run folder; --seeds starts new runs")
-            run_dir = Path(args.resume or args.evaluate)
-            saved = run_dir / "config.yaml"
-            if not saved.exists():
-                raise UserError(f"{saved}: not found; --resume and --evaluate need a run folder written by main.py")
-            cfg = load_config(read_yaml(saved).get("dataset", args.dataset), overrides=overrides, saved=saved)
-            if args.resume:
-                train_one(cfg, run_dir, args, resume=True)
-            else:
-                evaluate_one(cfg, run_dir, args)
-            return 0
-        cfg = load_config(args.dataset, args.config, overrides)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+    if args.time_budget is not None and args.time_budget <= 0:
+        raise UserError(f"--time_budget must be a positive number of minutes, got {args.time_budget}")
+    if args.resume or args.evaluate:
+        if args.resume and args.evaluate:
+            raise UserError("give either --resume or --evaluate, not both")
         if args.seeds:
-            base = Path(args.output_dir) if args.output_dir else ROOT / "runs" / cfg.dataset / f"{stamp}-seeds"
-            train_seeds(cfg, base, args.seeds, args)
-        else:
-            run_dir = Path(args.output_dir) if args.output_dir else ROOT / "runs" / cfg.dataset / f"{stamp}-seed{cfg.seed}"
-            train_one(cfg, run_dir, args)
-    except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    return 0
+            raise UserError("--resume and --evaluate take one run folder; --seeds starts new runs")
+        run_dir = Path(args.resume or args.evaluate)
+        saved = run_dir / "config.yaml"
+        if not saved.exists():
+            raise UserError(f"{saved}: not found; --resume and --evaluate need a run folder written by main.py")
+        cfg = load_config(read_yaml(saved).get("dataset", args.dataset), overrides=overrides, saved=saved)
+        if args.resume:
+            return train_one(cfg, run_dir, args, resume=True)
+        evaluate_one(cfg, run_dir, args)
+        return None
+    cfg = load_config(args.dataset, args.config, overrides)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    if args.seeds:
+        base = Path(args.output_dir) if args.output_dir else ROOT / "runs" / cfg.dataset / f"{stamp}-seeds"
+        return train_seeds(cfg, base, args.seeds, args)
+    run_dir = Path(args.output_dir) if args.output_dir else ROOT / "runs" / cfg.dataset / f"{stamp}-seed{cfg.seed}"
+    return train_one(cfg, run_dir, args)
 
 
 if __name__ == "__main__":

@@ -22,28 +22,56 @@ import tensorflow as tf
 import yaml
 
 from zscrgan import __version__
-from zscrgan.atomic import append_line, retired_name, staged_folder, write_text_atomic
+from zscrgan.atomic import append_line, read_lines, remove_debris, retired_name, staged_folder, write_text_atomic
 from zscrgan.config import to_plain
 from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
 from zscrgan.data.safe_pickle import dump_pickle
 from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows, wrong_pairing
 from zscrgan.data.scaling import scale_modality
-from zscrgan.errors import UserError
+from zscrgan.errors import UserError, brief
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
 from zscrgan.metrics import chance_prec
+from zscrgan.released import retrieval_file_name
 from zscrgan.train import PackedFeatures, Trainer
 
 DEMO = "DEMO"
+# A phase runs as compiled calls of about this many optimisation steps each, so that Ctrl-C is acted
+# on within about a second (at CUB sizes on two CPU cores); chunking costs no measurable time
+# (benchmarks/bench_chunks.py).
+CHUNK_STEPS = 60
 LOSS_NAMES = ("L_D", "L_G", "R", "L_C", "div")
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
 def save_checkpoint(checkpoint: tf.train.Checkpoint, folder: Path, extra: dict) -> None:
     """Write a checkpoint and its JSON side file into `folder`, which appears complete or not at all."""
-    with staged_folder(folder) as staging:
-        checkpoint.write(str(staging / "ckpt"))
-        (staging / "state.json").write_text(json.dumps(extra, indent=1), encoding="utf-8")
+    try:
+        with staged_folder(folder) as staging:
+            checkpoint.write(str(staging / "ckpt"))
+            (staging / "state.json").write_text(json.dumps(extra, indent=1), encoding="utf-8")
+    except tf.errors.OpError as err:  # TensorFlow's own file errors (a full disk, a read-only folder)
+        raise UserError(f"{folder}: cannot write the checkpoint: {brief(err.message)}") from None
+
+
+def read_checkpoint(checkpoint: tf.train.Checkpoint, folder: Path) -> dict:
+    """Restore `checkpoint` from `folder` and return its state.json; one clear error if either is
+    unreadable, truncated or does not fit the model."""
+    state_file = folder / "state.json"
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{state_file}: unreadable ({brief(err)}); {_CORRUPT}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{state_file}: not a JSON object; {_CORRUPT}")
+    try:
+        checkpoint.read(str(folder / "ckpt")).assert_existing_objects_matched()
+    except (tf.errors.OpError, ValueError, AssertionError) as err:
+        raise UserError(f"{folder}: the checkpoint cannot be restored ({brief(err)}); {_CORRUPT}") from None
+    return state
+
+
+_CORRUPT = "the checkpoint is truncated or corrupt (or from another model): start a new run"
 
 
 def find_checkpoint(folder: Path) -> Path | None:
@@ -95,42 +123,51 @@ def prepare_data(cfg, data_root: Path) -> Data:
     text = scale_modality(ds.text, ds.seen, cfg.input_scaling)
     if cfg.protocol == "validated":
         train_classes, val_classes = split_validation(list(ds.seen), cfg.val_fraction, cfg.seed)
-        val = RetrievalSet.from_classes(image, text, val_classes)
+        val = RetrievalSet.from_classes(image, text, sorted(val_classes))
     else:
         train_classes, val = list(ds.seen), None
     packed = PackedFeatures.from_classes([image[c] for c in train_classes], [text[c] for c in train_classes])
-    test = RetrievalSet.from_classes(image, text, list(ds.unseen))
+    # Queries and gallery in ascending class id order, the order the released code's dicts iterated.
+    test = RetrievalSet.from_classes(image, text, sorted(ds.unseen))
     return Data(ds.name, train_classes, packed, test, val, ds.image_dim, ds.text_dim)
 
 
 # --- the run -----------------------------------------------------------------------------------------
 @dataclass
 class Best:
-    """The selected round so far: by unseen Prec@K (released) or by validation Prec@K (validated)."""
+    """The selected round so far: by unseen Prec@K (released) or by validation Prec@K (validated).
+
+    As released, the best score starts at 0.0 and a round must beat it strictly, so a round scoring
+    0.0 selects (and writes) nothing.
+    """
 
     round: int = 0
-    score: float = -math.inf
+    score: float = 0.0
     test: dict = field(default_factory=dict)
     val: dict = field(default_factory=dict)
     best_test_any_round: float = -math.inf  # the released figure, kept beside the validated one
 
 
 class StopFlag:
-    """Turns the first Ctrl-C into a request to stop after the current phase; a second one aborts."""
+    """Turns the first Ctrl-C into a request to stop at the next chunk boundary; a second one aborts.
+
+    After the first Ctrl-C the default disposition of SIGINT is restored, so the second one ends the
+    process at once, even inside a compiled call (a Python handler would wait for the call to return).
+    """
 
     def __init__(self):
         self.requested = False
+        self.where = ""
         self._previous = None
 
     def __enter__(self):
         self._previous = signal.getsignal(signal.SIGINT)
 
         def handler(signum, frame):
-            if self.requested:
-                raise KeyboardInterrupt
             self.requested = True
-            print("\nCtrl-C: stopping after the current phase and writing what the run has "
-                  "(press again to abort at once)", flush=True)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            print("\nCtrl-C: stopping within seconds and writing what the run has "
+                  "(press again to abort at once; the run stays resumable from its last round)", flush=True)
 
         signal.signal(signal.SIGINT, handler)
         return self
@@ -138,6 +175,14 @@ class StopFlag:
     def __exit__(self, *exc):
         signal.signal(signal.SIGINT, self._previous)
         return False
+
+    def between_chunks(self, phase: str, total: int):
+        """A `stop` callback for a chunked phase: True once Ctrl-C was pressed, noting how far it got."""
+        def stop(done: int) -> bool:
+            if self.requested:
+                self.where = f"the {phase} after {done} of {total} iterations"
+            return self.requested
+        return stop
 
 
 class Run:
@@ -158,6 +203,7 @@ class Run:
         self.round = 0
         self.last_test: dict = {}
         self._tb = None
+        self._e_chunk = max(1, CHUNK_STEPS // (cfg.critic_steps + 1))  # E-step iterations per compiled call
 
     # checkpoint layout
     @property
@@ -170,17 +216,44 @@ class Run:
 
     def resume(self) -> bool:
         """Restore the last checkpoint of `run_dir`, if there is one. Returns whether it did."""
+        for folder in (self.run_dir, self.run_dir / "checkpoints"):
+            remove_debris(folder)
         folder = find_checkpoint(self.last_dir)
         if folder is None:
             return False
-        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        self.full_state.read(str(folder / "ckpt")).assert_existing_objects_matched()
-        self.sampler.load_state_dict(state["sampler"])
-        self.round = state["round"]
-        self.best = Best(**state["best"])
-        self.last_test = state["last_test"]
+        self._check_same_data(folder)
+        state = read_checkpoint(self.full_state, folder)
+        try:
+            self.sampler.load_state_dict(state["sampler"])
+            self.round = int(state["round"])
+            self.best = Best(**state["best"])
+            self.last_test = dict(state["last_test"])
+        except (KeyError, TypeError, ValueError, IndexError) as err:
+            raise UserError(f"{folder / 'state.json'}: missing or malformed entry ({brief(err)}); {_CORRUPT}") from None
+        # Rounds logged after this checkpoint (a kill between the log line and the checkpoint swap)
+        # are run again: drop them, and any torn last line, so that every round is logged once.
+        log = self.run_dir / "metrics.jsonl"
+        if log.exists():
+            kept = [line for line in read_lines(log) if _logged_round(line) <= self.round]
+            write_text_atomic(log, "".join(line + "\n" for line in kept))
         self.log(f"resumed from {folder} after round {self.round}")
         return True
+
+    def _data_identity(self) -> dict:
+        d = self.data
+        return {"dataset": d.name, "image_dim": d.image_dim, "text_dim": d.text_dim,
+                "train_classes": list(d.train_classes)}
+
+    def _check_same_data(self, folder: Path) -> None:
+        """Refuse to resume on data other than the run's (another dataset, other dimensions or classes)."""
+        try:
+            saved = json.loads((folder / "state.json").read_text(encoding="utf-8")).get("data", {})
+        except (OSError, ValueError, AttributeError):
+            return  # read_checkpoint reports it
+        for key, now in self._data_identity().items():
+            if key in saved and saved[key] != now:
+                raise UserError(f"{folder / 'state.json'}: the run was trained with {key} {brief(saved[key])}, "
+                                f"the data now gives {brief(now)}; resume on the same data or start a new run")
 
     def evaluate_best(self) -> dict:
         """Metrics of the selected round's saved weights, with the config's `eval_draws` per query.
@@ -190,8 +263,10 @@ class Run:
         folder = find_checkpoint(self.best_dir)
         if folder is None:
             raise UserError(f"{self.best_dir}: no saved weights; is {self.run_dir} a run folder of main.py?")
-        self.weights.read(str(folder / "ckpt")).assert_existing_objects_matched()
-        round_ = json.loads((folder / "state.json").read_text(encoding="utf-8"))["round"]
+        state = read_checkpoint(self.weights, folder)
+        if not isinstance(state.get("round"), int):
+            raise UserError(f"{folder / 'state.json'}: no round number; {_CORRUPT}")
+        round_ = state["round"]
         test, _ = evaluate(self.trainer, self.data.test, self.cfg.top_k)
         out = {"round": round_, "eval_draws": self.cfg.eval_draws, "test": _headline(test),
                "per_class": test["per_class"]}
@@ -215,7 +290,7 @@ class Run:
         return out
 
     def _write_retrievals(self, retrieved: np.ndarray, score: float) -> Path:
-        path = self.results_dir / f"acc{score}.pkl"
+        path = self.results_dir / retrieval_file_name(score)
         self.results_dir.mkdir(parents=True, exist_ok=True)
         dump_pickle(retrieval_records(self.data.test.query_labels, retrieved), path)
         return path
@@ -255,7 +330,8 @@ class Run:
         b = self.best
         b.best_test_any_round = max(b.best_test_any_round, test["prec"])
         score = record["val"]["prec"] if self.data.val is not None else test["prec"]
-        record["new_best"] = score > b.score
+        # A round whose losses went NaN or infinite has diverged: it is never selected.
+        record["new_best"] = score > b.score and all(v is not None for v in losses.values())
         if record["new_best"]:
             b.round, b.score, b.test, b.val = self.round, score, record["test"], record.get("val", {})
             record["retrieval_file"] = str(self._write_retrievals(retrieved, test["prec"]))
@@ -264,7 +340,7 @@ class Run:
 
     def _print_round(self, r: dict) -> None:
         k = self.cfg.top_k
-        losses = " ".join(f"{n} {r['losses'][n]:.4f}" for n in LOSS_NAMES + ("L_C_M",))
+        losses = " ".join(f"{n} {_fmt(r['losses'][n])}" for n in LOSS_NAMES + ("L_C_M",))
         t = r["test"]
         line = (f"round {r['round']:4d} | {losses} | Prec@{k} {t['prec']:.4f} mAP@{k} {t['map']:.4f} "
                 f"Top-1 {t['top1']:.4f}")
@@ -278,6 +354,8 @@ class Run:
     def start(self) -> None:
         """Create the run folder and save the resolved config; print what the run is."""
         self.run_dir.mkdir(parents=True, exist_ok=True)
+        for folder in (self.run_dir, self.run_dir / "checkpoints"):
+            remove_debris(folder)
         write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(to_plain(self.cfg), sort_keys=False))
         d = self.data
         chance = chance_prec(d.test.gallery_labels, d.test.query_labels)
@@ -305,28 +383,51 @@ class Run:
                         break
                 t0 = time.perf_counter()
                 e_batches, m_batches = self._schedule()
-                e_out = self.trainer.e_step(packed.images, packed.texts, *e_batches).numpy()
-                if stop.requested:
-                    stop_reason = "interrupted (Ctrl-C) during an E-step; that round was not evaluated"
+                e_out = self.trainer.e_step(packed.images, packed.texts, *e_batches, chunk_iters=self._e_chunk,
+                                            stop=stop.between_chunks("E-step", cfg.e_step_iters))
+                l_c_m = None if stop.requested else self.trainer.m_step(
+                    packed.images, packed.texts, *m_batches, chunk_iters=CHUNK_STEPS,
+                    stop=stop.between_chunks("M-step", cfg.m_step_iters))
+                if l_c_m is None:  # the last checkpoint still holds the previous round: resume repeats this one
+                    stop_reason = (f"interrupted (Ctrl-C) in round {self.round + 1}, {stop.where or 'between phases'}; "
+                                   "that round was not kept")
                     break
-                l_c_m = float(self.trainer.m_step(packed.images, packed.texts, *m_batches))
+                e_out = e_out.numpy()
                 self.round += 1
-                losses = {n: float(v) for n, v in zip(LOSS_NAMES, e_out)}
-                losses["L_C_M"] = l_c_m
+                losses = {n: _finite_or_none(v) for n, v in zip(LOSS_NAMES, e_out)}
+                losses["L_C_M"] = _finite_or_none(l_c_m)
                 record = self._evaluate_round(losses, time.perf_counter() - t0)
-                append_line(self.run_dir / "metrics.jsonl", json.dumps(record))
+                append_line(self.run_dir / "metrics.jsonl", json.dumps(record, allow_nan=False))
                 self._tensorboard(record)
                 self._print_round(record)
                 save_checkpoint(self.full_state, self.last_dir, {
                     "round": self.round, "sampler": self.sampler.state_dict(), "best": vars(self.best),
-                    "last_test": self.last_test})
+                    "last_test": self.last_test, "data": self._data_identity()})
                 round_times.append(time.perf_counter() - t0)
                 if stop.requested:
-                    stop_reason = "interrupted (Ctrl-C)"
+                    stop_reason = f"interrupted (Ctrl-C) after round {self.round}"
                     break
         summary = self._summary(stop_reason)
         write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         return summary
+
+
+def _logged_round(line: str) -> float:
+    """The round of a metrics.jsonl line; infinity for a line that is not a complete record."""
+    try:
+        return int(json.loads(line)["round"])
+    except (ValueError, TypeError, KeyError):
+        return math.inf
+
+
+def _finite_or_none(value) -> float | None:
+    """A loss as a plain float, or None (JSON null) when it is NaN or infinite."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _fmt(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.4f}"
 
 
 def _headline(metrics: dict) -> dict:
