@@ -149,3 +149,15 @@ def test_slots_are_saved_and_restored_by_a_checkpoint(tmp_path, opt_cls, kwargs)
     np.testing.assert_array_equal(w.numpy(), w2.numpy())
     expected = (_np_rmsprop_tf1 if opt_cls is RMSPropTF1 else _np_adam_tf1)(kwargs["learning_rate"], 3)[-1]
     np.testing.assert_allclose(w2.numpy() - W0, expected - W0, rtol=1e-4, atol=1e-7)
+
+
+def test_rmsprop_epsilon_is_inside_the_square_root():
+    # With the accumulator starting at 0 and a large epsilon the two placements part clearly:
+    # g = 0.1, eps = 0.01: inside, lr g / sqrt(0.001 + 0.01) ~ 0.95 lr; outside, lr g / (0.0316 + 0.01) ~ 2.4 lr.
+    lr, eps, g = 1.0, 0.01, 0.1
+    w = tf.Variable([0.0], dtype=tf.float32)
+    RMSPropTF1([w], learning_rate=lr, epsilon=eps, initial_accumulator=0.0).apply([tf.constant([g])])
+    ms = 0.1 * g ** 2
+    inside, outside = lr * g / np.sqrt(ms + eps), lr * g / (np.sqrt(ms) + eps)
+    assert outside / inside > 2.0
+    assert -float(w.numpy()[0]) == pytest.approx(inside, rel=1e-5)

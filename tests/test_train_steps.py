@@ -8,6 +8,8 @@ from easydict import EasyDict
 from zscrgan.config import load_config
 from zscrgan.train import PackedFeatures, Trainer
 
+import reference_model as ref
+
 I, T = 12, 6
 B = 4
 N_CLASSES = 5
@@ -29,12 +31,14 @@ def _packed():
     return PackedFeatures.from_classes(images, texts)
 
 
-def _rows(packed, cls, img):
-    """Index arrays for batches of (class, image-within-class); released wrong pairing = previous row."""
+def _rows(packed, cls, img, wrong=None):
+    """Index arrays for batches of (class, image-within-class); `wrong[i]`: the row whose text and image
+    row i takes as its wrong pair (default: the released shift, the previous row)."""
     cls, img = np.asarray(cls), np.asarray(img)
     img_rows = np.where(cls >= 0, packed.class_offsets[np.maximum(cls, 0)] + img, packed.image_pad_row)
     txt_rows = np.where(cls >= 0, cls, packed.text_pad_row)
-    wrong = np.broadcast_to((np.arange(cls.shape[-1]) - 1) % cls.shape[-1], cls.shape)
+    if wrong is None:
+        wrong = np.broadcast_to((np.arange(cls.shape[-1]) - 1) % cls.shape[-1], cls.shape)
     return tuple(tf.constant(a, tf.int32) for a in (img_rows, txt_rows, wrong))
 
 
@@ -216,3 +220,140 @@ def test_e_step_is_reproducible_for_a_seed(packed):
     for a, b in zip(first, second):
         np.testing.assert_array_equal(a, b)
     assert any(not np.array_equal(a, c) for a, c in zip(first, other))
+
+
+# --- Steps against the independent numpy model (tests/reference_model.py) ----------------------------
+# Batches (classes, images, wrong pairing) with a zero-padded row (class -1). The first has the released
+# shift pairing: row 3's wrong pair is the padded row 2, and row 0's is row 3. Under the shift the wrong
+# rows are a permutation of the correct rows, so any loss averaged over a half alone (the divergence) is
+# the same on both halves; the second batch's pairing (the `distinct` one on a repeated class) is not a
+# permutation, so swapping the halves shows.
+BATCHES = {"shift": ([0, 2, -1, 1], [1, 3, -1, 0], [3, 0, 1, 2]),
+           "non_permutation": ([0, 0, -1, 1], [1, 2, -1, 0], [3, 3, 1, 2])}
+
+
+def _fixed_trainer(cfg):
+    """A trainer with fixed weights of moderate size (nonzero biases too) and fixed noise.
+
+    Returns the trainer, its weights as float64 arrays, and the noise (eps, z) of 2B rows: a call
+    for n rows gets the first n (the correct half first, as the steps stack them).
+    """
+    trainer = Trainer(cfg, I, T)
+    r = np.random.default_rng(11)
+    for v in trainer.model.trainable_variables:
+        fan_in = v.shape[0] if len(v.shape) == 2 else 4
+        v.assign(r.normal(0.0, 1.0 / np.sqrt(fan_in), v.shape).astype(np.float32))
+    eps = np.clip(r.standard_normal((2 * B, cfg.embed_dim)), -2.0, 2.0).astype(np.float32)
+    z = r.standard_normal((2 * B, cfg.z_dim)).astype(np.float32)
+    trainer._noise = lambda n: (tf.constant(eps)[:n], tf.constant(z)[:n])
+    return trainer, ref.model_weights(trainer.model), eps.astype(np.float64), z.astype(np.float64)
+
+
+def _numpy_batch(packed, cls, img, wrong):
+    """x_r, phi_r, x_w, phi_w in float64, gathered by hand (padded rows are zeros)."""
+    images, texts = packed.images.numpy().astype(np.float64), packed.texts.numpy().astype(np.float64)
+    x_r = np.stack([images[packed.class_offsets[c] + i] if c >= 0 else np.zeros(I) for c, i in zip(cls, img)])
+    phi_r = np.stack([texts[c] if c >= 0 else np.zeros(T) for c in cls])
+    return x_r, phi_r, x_r[wrong], phi_r[wrong]
+
+
+def _variables(trainer, *nets):
+    """The variables of the named networks, keyed like `reference_model.model_weights`."""
+    return {k: v for k, v in ref.model_variables(trainer.model).items() if k.split(".")[0] in nets}
+
+
+def _assert_moved_as(module_vars, w0, expected):
+    # Compare displacements, so a wrong step size cannot hide in the weights' rounding.
+    assert set(expected) == set(module_vars)
+    for name, v in module_vars.items():
+        np.testing.assert_allclose(v.numpy() - w0[name], expected[name] - w0[name], rtol=2e-3, atol=2e-7,
+                                   err_msg=name)
+
+
+def test_variable_names_cover_the_model(packed):
+    trainer = Trainer(_cfg(), I, T)
+    named = {id(v) for v in ref.model_variables(trainer.model).values()}
+    assert named == {id(v) for v in trainer.model.trainable_variables}
+    assert {id(v) for v in _variables(trainer, "encoder", "generator").values()} == \
+        {id(v) for v in trainer.model.generator_side_variables}
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("coeffs", [{}, dict(mm_reg_coeff=0.7, kl_div_coefficient=1.9, triplet_coeff=0.4,
+                                             adv_coeff=1.3)])
+def test_generator_step_equals_numpy_forward_backward_and_tf1_rmsprop(packed, coeffs, batch):
+    cfg = _cfg(generator_lr=0.01, **coeffs)
+    trainer, w, eps, z = _fixed_trainer(cfg)
+    x_r, phi_r, x_w, phi_w = _numpy_batch(packed, *BATCHES[batch])
+    expected_out, grads = ref.generator_side(w, phi_r, phi_w, x_r, x_w, eps, z, **coeffs)
+    out = trainer.generator_step(packed.images, packed.texts, *_rows(packed, *BATCHES[batch])).numpy()
+    np.testing.assert_allclose(out, expected_out, rtol=1e-4)  # [L_G, R, L_C, divergence]
+    expected = {k: ref.rmsprop_tf1(w[k], g, cfg.generator_lr) for k, g in grads.items()}
+    _assert_moved_as(_variables(trainer, "encoder", "generator"), w, expected)
+    for name, v in _variables(trainer, "critic", "csem").items():
+        np.testing.assert_array_equal(v.numpy(), w[name])
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_csem_step_equals_numpy_forward_backward_and_tf1_adam(packed, batch):
+    cfg = _cfg(CSEM_lr=0.002)
+    trainer, w, eps, z = _fixed_trainer(cfg)
+    _, phi_r, _, phi_w = _numpy_batch(packed, *BATCHES[batch])
+    expected_loss, grads = ref.csem_side(w, phi_r, phi_w, eps, z)
+    loss = float(trainer.csem_step(packed.images, packed.texts, *_rows(packed, *BATCHES[batch])))
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+    expected = {k: ref.adam_tf1_first_step(w[k], g, cfg.CSEM_lr) for k, g in grads.items()}
+    _assert_moved_as(_variables(trainer, "csem"), w, expected)
+    for name, v in _variables(trainer, "encoder", "generator").items():
+        np.testing.assert_array_equal(v.numpy(), w[name])
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+def test_critic_step_scores_the_generated_rows(packed, batch):
+    # Unlike the test above, the generator's rows are live: L_D's fake term is checked with them.
+    cfg = _cfg(discriminator_lr=0.01, clip_val=10.0)  # nothing clipped: the update is seen whole
+    trainer, w, eps, z = _fixed_trainer(cfg)
+    x_r, phi_r, x_w, _ = _numpy_batch(packed, *BATCHES[batch])
+    c_r, _, _, _ = ref.encoder_forward(w, phi_r, eps[:B])
+    g_r, _ = ref.generator_forward(w, c_r, z[:B])
+    assert np.mean(g_r > 0) > 0.3  # the fake rows are far from zero
+    expected_loss, grads = ref.critic_side(w, g_r, x_r, x_w, phi_r)
+    _, without_fake = ref.critic_side(w, np.zeros_like(g_r), x_r, x_w, phi_r)
+    loss = float(trainer.critic_step(packed.images, packed.texts, *_rows(packed, *BATCHES[batch])))
+    assert loss == pytest.approx(expected_loss, rel=1e-5)
+    expected = {k: ref.rmsprop_tf1(w[k], g, cfg.discriminator_lr) for k, g in grads.items()}
+    critic_vars = _variables(trainer, "critic")
+    _assert_moved_as(critic_vars, w, expected)
+    name = "critic.fc1.kernel"  # the fake term moves the first layer visibly
+    assert np.abs(grads[name] - without_fake[name]).max() > 0.01
+
+
+def test_e_step_runs_critic_batches_then_the_generator_batch(packed):
+    cfg = _cfg(critic_steps=3)
+    trainer = Trainer(cfg, I, T)
+    iters = 4
+    log, calls = tf.Variable(tf.fill([64], -1)), tf.Variable(0)
+
+    def recorder(kind, result):
+        # Logs kind * 1000 + the batch's first image row (which names its slot), in call order.
+        def step(images, texts, img_rows, *rest):
+            log.scatter_nd_update([[calls.read_value()]], [kind * 1000 + img_rows[0]])
+            calls.assign_add(1)
+            return result(tf.cast(img_rows[0], tf.float32))
+        return step
+
+    trainer.critic_step = recorder(0, lambda tag: tag)
+    trainer.generator_step = recorder(1, lambda tag: tf.fill([4], tag))
+    shape = (iters, cfg.critic_steps + 1, B)
+    slot = 10 * np.arange(iters)[:, None] + np.arange(cfg.critic_steps + 1)[None, :]
+    img_rows = np.broadcast_to(slot[..., None], shape)
+    out = trainer.e_step(packed.images, packed.texts, *(tf.constant(a, tf.int32) for a in (
+        img_rows, np.zeros(shape), np.zeros(shape)))).numpy()
+
+    expected = [kind * 1000 + 10 * i + j for i in range(iters)
+                for kind, j in [(0, j) for j in range(cfg.critic_steps)] + [(1, cfg.critic_steps)]]
+    assert int(calls.numpy()) == iters * (cfg.critic_steps + 1)
+    assert log.numpy()[: len(expected)].tolist() == expected
+    # The phase means: L_D over iters x critic_steps critic batches, the rest over iters generator batches.
+    np.testing.assert_allclose(out[0], slot[:, :-1].mean(), rtol=1e-6)
+    np.testing.assert_allclose(out[1:], slot[:, -1].mean(), rtol=1e-6)

@@ -129,3 +129,27 @@ def remove_debris(folder) -> None:
                 shutil.rmtree(entry)
             else:
                 os.rename(entry, live)
+
+
+def publish_copy(src, dst) -> bool:
+    """Give the complete file `src` the further name `dst`, unless `dst` already exists; returns whether it did.
+
+    Never replaces a file: a hard link where the file system allows one, otherwise a copy that is
+    linked into place, so `dst` appears complete or not at all.
+    """
+    src, dst = Path(src), Path(dst)
+    try:
+        os.link(src, dst)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:  # another file system, or no hard links there
+        tmp = _sibling(dst, "tmp")
+        try:
+            shutil.copyfile(src, tmp)
+            os.link(tmp, dst)
+            return True
+        except FileExistsError:
+            return False
+        finally:
+            tmp.unlink(missing_ok=True)

@@ -6,6 +6,8 @@ not there, or a value whose type differs from the default's, stops the run with 
 
 from __future__ import annotations
 
+import hashlib
+import json
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -14,7 +16,16 @@ from easydict import EasyDict
 
 from zscrgan.errors import UserError
 
-CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"
+
+
+def _config_dir() -> Path:
+    """configs/ shipped inside the installed package, else the checkout's top-level configs/."""
+    here = Path(__file__).resolve().parent
+    installed = here / "configs"
+    return installed if (installed / "default.yaml").is_file() else here.parent / "configs"
+
+
+CONFIG_DIR = _config_dir()
 DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 
 # Keys whose value must be one of a fixed set (the first entry is the released behaviour).
@@ -118,3 +129,13 @@ def load_config(dataset: str, config_file: str | Path | None = None,
 def to_plain(cfg: Mapping) -> dict:
     """The config as plain dicts, for saving next to a run's outputs."""
     return {k: to_plain(v) if isinstance(v, Mapping) else v for k, v in cfg.items()}
+
+
+def config_hash(cfg: Mapping, ignore: tuple = ("seed",)) -> str:
+    """A short hash of the resolved config without `ignore`d keys: equal exactly when the configs are.
+
+    Runs that differ only by seed share it, so it names a configuration in folder names and groups
+    runs in reports.
+    """
+    plain = {k: v for k, v in to_plain(cfg).items() if k not in ignore}
+    return hashlib.sha256(json.dumps(plain, sort_keys=True).encode()).hexdigest()[:8]

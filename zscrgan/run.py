@@ -1,10 +1,11 @@
 """One training run: data, rounds of E-step / M-step / evaluation, and everything written to disk.
 
 A run folder holds `config.yaml` (the resolved config), `metrics.jsonl` (one JSON line per round),
-`summary.json`, `checkpoints/` (best round's weights and the last round's full state, for resume) and
-TensorBoard scalars under `tb/`. The released retrieval file goes to
-`<results_root>/<DATASET>_res/acc<score>.pkl` at every new best round. Every file is written
-atomically, so an interrupted run never leaves a half-written result.
+`summary.json`, `provenance.jsonl` (what started and resumed it), `checkpoints/` (best round's weights
+and the last round's full state, for resume), TensorBoard scalars under `tb/` and, at every new best
+round, the retrieval file `retrieved/acc<score>.pkl`. A copy also goes to the released path
+`<results_root>/<DATASET>_res/acc<score>.pkl` unless a file of that name exists (another run's: it is
+never replaced). Every file is written atomically, so an interrupted run never leaves a half-written result.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import json
 import math
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +24,7 @@ import tensorflow as tf
 import yaml
 
 from zscrgan import __version__
-from zscrgan.atomic import append_line, read_lines, remove_debris, retired_name, staged_folder, write_text_atomic
+from zscrgan.atomic import append_line, publish_copy, read_lines, remove_debris, retired_name, staged_folder, write_text_atomic
 from zscrgan.config import to_plain
 from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
@@ -32,6 +34,7 @@ from zscrgan.data.scaling import scale_modality
 from zscrgan.errors import UserError, brief
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
 from zscrgan.metrics import chance_prec
+from zscrgan.provenance import architecture_change, claim_run_dir, record_start
 from zscrgan.released import retrieval_file_name
 from zscrgan.train import PackedFeatures, Trainer
 
@@ -161,6 +164,8 @@ class StopFlag:
         self._previous = None
 
     def __enter__(self):
+        if threading.current_thread() is not threading.main_thread():
+            return self  # signals reach only the main thread (a Ray Tune trial runs in another one)
         self._previous = signal.getsignal(signal.SIGINT)
 
         def handler(signum, frame):
@@ -173,7 +178,8 @@ class StopFlag:
         return self
 
     def __exit__(self, *exc):
-        signal.signal(signal.SIGINT, self._previous)
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
         return False
 
     def between_chunks(self, phase: str, total: int):
@@ -186,12 +192,16 @@ class StopFlag:
 
 
 class Run:
-    """A training run in `run_dir`, new or resumed from that folder's last checkpoint."""
+    """A training run in `run_dir`, new or resumed from that folder's last checkpoint.
+
+    `results_root`: where the released copies of retrieval files go (None: only into the run folder).
+    """
 
     def __init__(self, cfg, run_dir: Path, data_root: Path = Path("datasets"),
-                 results_root: Path = Path("retrieved_res"), log=print):
+                 results_root: Path | None = Path("retrieved_res"), log=print):
         self.cfg, self.run_dir, self.log = cfg, Path(run_dir), log
-        self.results_dir = Path(results_root) / f"{cfg.dataset}_res"
+        self.dataset_dir = Path(data_root) / cfg.dataset
+        self.results_dir = None if results_root is None else Path(results_root) / f"{cfg.dataset}_res"
         tf.config.experimental.enable_op_determinism()
         self.data = prepare_data(cfg, data_root)
         self.trainer = Trainer(cfg, self.data.image_dim, self.data.text_dim)
@@ -202,6 +212,8 @@ class Run:
         self.best = Best()
         self.round = 0
         self.last_test: dict = {}
+        self.files: dict = {"retrieval_files": [], "released_copies": []}
+        self.resumed = False
         self._tb = None
         self._e_chunk = max(1, CHUNK_STEPS // (cfg.critic_steps + 1))  # E-step iterations per compiled call
 
@@ -215,12 +227,21 @@ class Run:
         return self.run_dir / "checkpoints" / "best"
 
     def resume(self) -> bool:
-        """Restore the last checkpoint of `run_dir`, if there is one. Returns whether it did."""
+        """Restore the last checkpoint of `run_dir`, if there is one. Returns whether it did.
+
+        Refuses (UserError) a config that changes an architecture key of the saved run, data other than
+        the run's, and a checkpoint that is corrupt or does not fit.
+        """
         for folder in (self.run_dir, self.run_dir / "checkpoints"):
             remove_debris(folder)
         folder = find_checkpoint(self.last_dir)
         if folder is None:
             return False
+        saved = yaml.safe_load((self.run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+        changed = architecture_change(saved, self.cfg)
+        if changed:
+            raise UserError(f"--{changed}: a resume cannot change an architecture key ({changed} is "
+                            f"{brief(saved[changed])} in {self.run_dir / 'config.yaml'}, {brief(self.cfg[changed])} given)")
         self._check_same_data(folder)
         state = read_checkpoint(self.full_state, folder)
         try:
@@ -228,8 +249,10 @@ class Run:
             self.round = int(state["round"])
             self.best = Best(**state["best"])
             self.last_test = dict(state["last_test"])
-        except (KeyError, TypeError, ValueError, IndexError) as err:
+            self.files = state.get("files", self.files)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
             raise UserError(f"{folder / 'state.json'}: missing or malformed entry ({brief(err)}); {_CORRUPT}") from None
+        self.resumed = True
         # Rounds logged after this checkpoint (a kill between the log line and the checkpoint swap)
         # are run again: drop them, and any torn last line, so that every round is logged once.
         log = self.run_dir / "metrics.jsonl"
@@ -290,9 +313,18 @@ class Run:
         return out
 
     def _write_retrievals(self, retrieved: np.ndarray, score: float) -> Path:
-        path = self.results_dir / retrieval_file_name(score)
-        self.results_dir.mkdir(parents=True, exist_ok=True)
+        """The retrieval file into the run folder, and a copy to the released path if no file is there."""
+        name = retrieval_file_name(score)
+        path = self.run_dir / "retrieved" / name
+        path.parent.mkdir(exist_ok=True)
         dump_pickle(retrieval_records(self.data.test.query_labels, retrieved), path)
+        self.files["retrieval_files"].append(str(path.relative_to(self.run_dir)))
+        if self.results_dir is not None:
+            self.results_dir.mkdir(parents=True, exist_ok=True)
+            if publish_copy(path, self.results_dir / name):
+                self.files["released_copies"].append(str((self.results_dir / name).resolve()))
+            else:
+                self.log(f"note: {self.results_dir / name} exists (another run's, kept); this run's file is {path}")
         return path
 
     def _summary(self, stop_reason: str) -> dict:
@@ -302,7 +334,7 @@ class Run:
                "selected_round": b.round, "test_at_selected_round": b.test, "test_at_last_round": self.last_test,
                "best_test_prec_any_round": None if b.best_test_any_round == -math.inf else b.best_test_any_round,
                "chance_prec": chance_prec(self.data.test.gallery_labels, self.data.test.query_labels),
-               "top_k": cfg.top_k, "run_dir": str(self.run_dir)}
+               "top_k": cfg.top_k, "run_dir": str(self.run_dir), **self.files}
         if cfg.protocol == "validated":
             out["val_at_selected_round"] = b.val
         return out
@@ -351,9 +383,17 @@ class Run:
             line += " | new best"
         self.log(line)
 
-    def start(self) -> None:
-        """Create the run folder and save the resolved config; print what the run is."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+    def start(self, overrides: dict | None = None, command: list[str] | None = None, numbered: bool = False) -> None:
+        """Claim the run folder (unless resumed), record the start in its history, save the resolved config.
+
+        `numbered`: `run_dir` is a default name, so a taken one gets a suffix (see `claim_run_dir`);
+        otherwise a folder that already holds a run is refused. `overrides` and `command` (default:
+        this process's) go into `provenance.jsonl`. Prints what the run is.
+        """
+        if not self.resumed:
+            self.run_dir = claim_run_dir(self.run_dir, numbered)
+        record_start(self.run_dir, "resume" if self.resumed else "start", self.cfg, overrides, command,
+                     describe_device(), self.dataset_dir)
         for folder in (self.run_dir, self.run_dir / "checkpoints"):
             remove_debris(folder)
         write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(to_plain(self.cfg), sort_keys=False))
@@ -365,8 +405,11 @@ class Run:
                  f"images | chance Prec@{self.cfg.top_k} ~ {chance:.4f}")
         self.log(f"device: {describe_device()} | protocol {self.cfg.protocol} | output {self.run_dir}")
 
-    def train(self, time_budget_min: float | None = None) -> dict:
-        """Run rounds until `rounds`, the time budget or Ctrl-C; returns the summary (also written)."""
+    def train(self, time_budget_min: float | None = None, on_round=None) -> dict:
+        """Run rounds until `rounds`, the time budget or Ctrl-C; returns the summary (also written).
+
+        `on_round(record)` is called after each round is written and checkpointed.
+        """
         cfg = self.cfg
         started = time.perf_counter()
         round_times: list[float] = []
@@ -402,8 +445,10 @@ class Run:
                 self._print_round(record)
                 save_checkpoint(self.full_state, self.last_dir, {
                     "round": self.round, "sampler": self.sampler.state_dict(), "best": vars(self.best),
-                    "last_test": self.last_test, "data": self._data_identity()})
+                    "last_test": self.last_test, "files": self.files, "data": self._data_identity()})
                 round_times.append(time.perf_counter() - t0)
+                if on_round is not None:
+                    on_round(record)
                 if stop.requested:
                     stop_reason = f"interrupted (Ctrl-C) after round {self.round}"
                     break

@@ -1,0 +1,235 @@
+"""The `zscrgan` command: train a model, and the tools around it, as subcommands.
+
+    zscrgan train                           # the built-in demo dataset (made on first use)
+    zscrgan train --dataset CUB             # configs/default.yaml + configs/CUB.yaml, datasets/CUB/
+    zscrgan train --dataset CUB --mm_reg_coeff 1.0 --rounds 300 --time_budget 60
+    zscrgan train --resume runs/CUB/<run>   # continue a run from its last checkpoint
+    zscrgan train --dataset CUB --protocol validated --seeds 0 1 2   # mean +- std over seeds
+    zscrgan train --evaluate runs/CUB/<run> --eval_draws 10          # re-score the selected weights
+
+`python main.py [flags]` in a checkout is `zscrgan train [flags]`. Datasets, runs and retrieval files
+are found and written relative to the current folder unless flags say otherwise.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import sys
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
+
+DATA_ROOT_ENV = "ZSCRGAN_DATA_ROOT"
+TRAIN_DOC = """Train ZSCRGAN on a dataset's seen classes and retrieve unseen-class images from their text.
+
+    zscrgan train                           # the built-in demo dataset (made on first use)
+    zscrgan train --dataset CUB             # configs/default.yaml + configs/CUB.yaml, datasets/CUB/
+    zscrgan train --dataset CUB --mm_reg_coeff 1.0 --rounds 300 --time_budget 60
+    zscrgan train --resume runs/CUB/<run>   # continue a run from its last checkpoint
+    zscrgan train --dataset CUB --protocol validated --seeds 0 1 2   # mean +- std over seeds
+    zscrgan train --evaluate runs/CUB/<run> --eval_draws 10          # re-score the selected weights
+
+Every key of configs/default.yaml is also a flag (--key value).
+"""
+
+
+def build_parser(config_keys, prog: str | None = None) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, description=TRAIN_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dataset", default="DEMO", help="dataset folder name under --data_root (default: DEMO)")
+    p.add_argument("--config", help="a YAML file of config keys, applied over configs/<DATASET>.yaml")
+    p.add_argument("--time_budget", type=float, help="stop before a round would end past this many minutes")
+    p.add_argument("--data_root", default=os.environ.get(DATA_ROOT_ENV) or "datasets",
+                   help=f"folder holding the dataset folders (default: ${DATA_ROOT_ENV} if set, else ./datasets)")
+    p.add_argument("--results_root", default="retrieved_res",
+                   help="where <DATASET>_res/acc<score>.pkl files go")
+    p.add_argument("--output_dir", help="run folder, new or empty (default: runs/<DATASET>/<time>-<label>-seed<seed>)")
+    p.add_argument("--name", help="label in the default run folder name (default: cfg<hash of the config without the seed>)")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
+    p.add_argument("--evaluate", metavar="RUN_DIR",
+                   help="evaluate the selected round's weights of RUN_DIR (with --eval_draws N per query)")
+    p.add_argument("--seeds", type=int, nargs="+", metavar="SEED",
+                   help="one run per seed (folders seed<k> under the output folder), then mean +- std")
+    p.add_argument("--print_config", action="store_true",
+                   help="print the resolved config (defaults, dataset file, --config, flags) and exit")
+    group = p.add_argument_group("config keys (override the YAML files)")
+    for key in config_keys:
+        group.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="VALUE")
+    return p
+
+
+def train_one(cfg, run_dir: Path, args, overrides: dict, resume: bool = False, numbered: bool = False) -> dict:
+    """One run (new, or resumed from run_dir); prints its outcome and returns its summary.
+
+    `numbered`: run_dir is a default name, which gets a suffix if taken; otherwise an existing run there is refused.
+    """
+    from zscrgan.errors import UserError
+    from zscrgan.run import Run  # imports TensorFlow: only once the arguments are known to be good
+
+    run = Run(cfg, run_dir, Path(args.data_root), Path(args.results_root))
+    if resume and not run.resume():
+        raise UserError(f"{run_dir}: no checkpoint to resume from (checkpoints/last is missing)")
+    run.start(overrides, args.command, numbered=numbered)
+    summary = run.train(args.time_budget)
+    k = cfg.top_k
+    test = summary["test_at_selected_round"]
+    print(f"stopped: {summary['stopped']}")
+    if test:
+        label = "best round" if cfg.protocol == "released" else "round selected on validation classes"
+        print(f"{label}: {summary['selected_round']} | unseen Prec@{k} {test['prec']:.4f} mAP@{k} {test['map']:.4f} "
+              f"Top-1 {test['top1']:.4f} | chance Prec@{k} {summary['chance_prec']:.4f}")
+    print(f"run folder: {summary['run_dir']}")
+    files, copies = summary["retrieval_files"], summary["released_copies"]
+    if files:
+        print(f"retrieval files: {len(files)} in {Path(summary['run_dir']) / Path(files[0]).parent}"
+              + (f", {len(copies)} also in {Path(copies[0]).parent}" if copies else ""))
+    return summary
+
+
+def evaluate_one(cfg, run_dir: Path, args) -> None:
+    """Re-evaluate a run's selected weights (e.g. with more noise draws per query) and print the metrics."""
+    from zscrgan.run import Run
+
+    out = Run(cfg, run_dir, Path(args.data_root), Path(args.results_root)).evaluate_best()
+    k, t = cfg.top_k, out["test"]
+    line = (f"round {out['round']} weights, {out['eval_draws']} draw(s) per query | unseen Prec@{k} {t['prec']:.4f} "
+            f"mAP@{k} {t['map']:.4f} Top-1 {t['top1']:.4f}")
+    if "val" in out:
+        line += f" | val Prec@{k} {out['val']['prec']:.4f}"
+    print(line)
+    print(f"written: {run_dir / ('evaluation-draws%d.json' % out['eval_draws'])}")
+
+
+def train_seeds(cfg, base: Path, seeds, args, overrides: dict) -> dict:
+    """One run per seed under base/seed<k>, then mean and standard deviation across them; returns the
+    last run's summary."""
+    from zscrgan.atomic import write_text_atomic
+    from zscrgan.report import aggregate, format_report, read_run
+
+    done = []
+    for seed in seeds:
+        cfg.seed = seed
+        summary = train_one(cfg, base / f"seed{seed}", args, overrides)
+        done.append(read_run(base / f"seed{seed}"))
+        if summary["stopped"].startswith("interrupted"):
+            break
+    print(format_report(done))
+    write_text_atomic(base / "seeds_summary.json",
+                      json.dumps({"seeds": [r["seed"] for r in done], "aggregate": aggregate(done)}, indent=1))
+    return summary
+
+
+# Exit status of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
+
+
+def train_main(argv=None, prog: str | None = None) -> int:
+    """`zscrgan train` (and `python main.py`): parse the flags, then train, resume or evaluate.
+
+    Returns the exit status: 0 done (rounds or time budget), 2 bad input (one line on stderr), 130 Ctrl-C.
+    """
+    import yaml
+
+    from zscrgan.config import DEFAULT_FILE, load_config, parse_flag_value, read_yaml, to_plain
+    from zscrgan.errors import UserError, one_line
+    from zscrgan.provenance import default_run_name, new_folder
+
+    keys = [k for k, v in read_yaml(DEFAULT_FILE).items() if not isinstance(v, dict)]
+    args = build_parser(keys, prog).parse_args(argv)
+    args.command = sys.argv if argv is None else [prog or "main.py", *argv]  # recorded in the run's provenance
+    overrides = {k: parse_flag_value(getattr(args, f"cfg_{k}")) for k in keys
+                 if getattr(args, f"cfg_{k}") is not None}
+    summary = None
+    try:
+        if args.time_budget is not None and args.time_budget <= 0:
+            raise UserError(f"--time_budget must be a positive number of minutes, got {args.time_budget}")
+        if args.resume or args.evaluate:
+            if args.resume and args.evaluate:
+                raise UserError("give either --resume or --evaluate, not both")
+            if args.seeds:
+                raise UserError("--resume and --evaluate take one run folder; --seeds starts new runs")
+            run_dir = Path(args.resume or args.evaluate)
+            saved = run_dir / "config.yaml"
+            if not saved.exists():
+                raise UserError(f"{saved}: not found; --resume and --evaluate need the folder of a training run")
+            cfg = load_config(read_yaml(saved).get("dataset", args.dataset), overrides=overrides, saved=saved)
+        else:
+            cfg = load_config(args.dataset, args.config, overrides)
+        if args.print_config:
+            print(yaml.safe_dump(to_plain(cfg), sort_keys=False), end="")
+        elif args.resume:
+            summary = train_one(cfg, run_dir, args, overrides, resume=True)
+        elif args.evaluate:
+            evaluate_one(cfg, run_dir, args)
+        elif args.seeds:
+            if args.output_dir:
+                base = Path(args.output_dir)
+            else:
+                base = new_folder(Path("runs") / cfg.dataset / default_run_name(cfg, args.name, seeds=True))
+            summary = train_seeds(cfg, base, args.seeds, args, overrides)
+        else:
+            run_dir = Path(args.output_dir or Path("runs") / cfg.dataset / default_run_name(cfg, args.name))
+            summary = train_one(cfg, run_dir, args, overrides, numbered=not args.output_dir)
+    except UserError as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
+    except OSError as e:  # a disk problem the writers did not name themselves (a full or read-only disk)
+        where = e.filename or "output"
+        print(f"error: {one_line(f'{where}: {e.strerror or e}')}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before training started (loading data, compiling)
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if summary is not None and summary["stopped"].startswith("interrupted"):
+        return EXIT_INTERRUPTED
+    return 0
+
+
+# Subcommands: (module, function, arguments put before the user's, one-line help). Each module is
+# imported only when its subcommand runs, so a tool never pays for another's imports (TensorFlow).
+COMMANDS = {
+    "train": ("zscrgan.cli", "train_main", (), "train a model (the default flags run the demo)"),
+    "report": ("zscrgan.report", "main", (), "mean +- std and Prec@K curves of finished runs"),
+    "convert": ("zscrgan.data.__main__", "main", ("convert",), "convert a public feature release into a dataset folder"),
+    "inspect": ("zscrgan.data.__main__", "main", ("inspect",), "validate a dataset folder and summarise it"),
+    "baseline": ("zscrgan.baseline", "main", (), "the ridge-regression reference on a dataset folder"),
+    "study": ("zscrgan.study", "main", (), "many runs over datasets, variants and seeds"),
+    "retrieve": ("zscrgan.retrieve", "main", (), "retrieve images for texts with a trained run"),
+}
+
+
+def usage() -> str:
+    width = max(map(len, COMMANDS))
+    lines = ["usage: zscrgan COMMAND [flags]   (zscrgan COMMAND --help for its flags)", "", "commands:"]
+    lines += [f"  {name:<{width}}  {spec[3]}" for name, spec in COMMANDS.items()]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    """The `zscrgan` console script: dispatch to a subcommand's own parser."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(usage(), file=sys.stdout if argv else sys.stderr)
+        return 0 if argv else 2
+    if argv[0] in ("-V", "--version"):
+        from zscrgan import __version__
+        print(f"zscrgan {__version__}")
+        return 0
+    name, rest = argv[0], argv[1:]
+    if name not in COMMANDS:
+        print(f"error: {name}: unknown command (one of {', '.join(COMMANDS)})", file=sys.stderr)
+        return 2
+    module_name, function, prefix, _ = COMMANDS[name]
+    try:
+        module = importlib.import_module(module_name)
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise  # a missing dependency inside the module is a real fault, not an absent command
+        print(f"error: {name}: not available in this version of zscrgan", file=sys.stderr)
+        return 2
+    entry = getattr(module, function)
+    if name == "train":
+        return entry(rest, prog="zscrgan train")
+    return entry([*prefix, *rest])

@@ -1,0 +1,133 @@
+"""A run folder's identity and history: who owns it, and what made each start or resume of it.
+
+A run folder belongs to exactly one run: it is claimed by creating it (or, for an empty folder the user
+named, its `provenance.jsonl`) exclusively, so two runs started at the same moment never share one.
+`provenance.jsonl` gets one JSON line per start and per resume: the command line, the overrides, the
+resolved config, the package versions, the project's git commit, the device and a fingerprint of the
+dataset's files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Mapping
+
+from zscrgan import __version__
+from zscrgan.atomic import append_line
+from zscrgan.config import config_hash, to_plain
+from zscrgan.errors import UserError
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+HISTORY = "provenance.jsonl"
+# Files whose presence means a folder already holds a run.
+RUN_FILES = (HISTORY, "config.yaml", "metrics.jsonl", "summary.json")
+# Config keys that fix the shapes of the saved weights: a resume cannot change them.
+ARCHITECTURE_KEYS = ("gf_dim", "df_dim", "embed_dim", "z_dim", "demo")
+
+
+def holds_run(folder: Path) -> bool:
+    return any((Path(folder) / name).exists() for name in RUN_FILES)
+
+
+def new_folder(folder: Path) -> Path:
+    """Create `folder`, or the first of `folder-2`, `folder-3`, ... that does not exist yet; returns it."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    for candidate in itertools.chain([folder], (folder.with_name(f"{folder.name}-{i}") for i in itertools.count(2))):
+        try:
+            candidate.mkdir()
+            return candidate
+        except FileExistsError:
+            continue
+
+
+def claim_run_dir(folder: Path, numbered: bool) -> Path:
+    """Create and own a new run folder; returns it.
+
+    `numbered`: `folder` is a default name, so a taken one becomes `folder-2`, ... (see `new_folder`).
+    Otherwise (a folder the user named) an existing folder is accepted only if it holds no run, and it
+    is claimed by creating its history file exclusively; a folder holding a run is refused.
+    """
+    folder = Path(folder)
+    if numbered:
+        folder = new_folder(folder)
+        (folder / HISTORY).touch(exist_ok=False)
+        return folder
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        if holds_run(folder):
+            raise FileExistsError
+        (folder / HISTORY).touch(exist_ok=False)
+    except FileExistsError:
+        raise UserError(f"{folder}: already holds a run; continue it with --resume {folder}, "
+                        "or choose another --output_dir") from None
+    return folder
+
+
+def default_run_name(cfg: Mapping, label: str | None = None, seeds: bool = False) -> str:
+    """`<time>-<label>-seed<k>` (`-seeds` for a multi-seed folder); the label is the user's --name or
+    `cfg<short hash of the config without the seed>`, so runs of different configs never look alike."""
+    return (f"{time.strftime('%Y%m%d-%H%M%S')}-{label or 'cfg' + config_hash(cfg)}-"
+            + ("seeds" if seeds else f"seed{cfg['seed']}"))
+
+
+def architecture_change(saved: Mapping, cfg: Mapping) -> str | None:
+    """The first architecture key whose value differs between a run's saved config and `cfg`, if any."""
+    for key in ARCHITECTURE_KEYS:
+        if key in saved and saved[key] != cfg.get(key):
+            return key
+    return None
+
+
+def dataset_fingerprint(folder: Path) -> dict:
+    """SHA-256 of every file in the dataset folder (not recursing), by file name."""
+    out = {}
+    for path in sorted(Path(folder).iterdir()):
+        if path.is_file() and not path.name.startswith("."):
+            digest = hashlib.sha256()
+            with open(path, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    digest.update(block)
+            out[path.name] = digest.hexdigest()
+    return out
+
+
+def git_commit() -> str | None:
+    """The project's git commit (with `+dirty` when files differ from it), or None outside a git checkout."""
+    if not (PROJECT_ROOT / ".git").exists():
+        return None
+    try:
+        def git(*args):
+            return subprocess.run(["git", "-C", str(PROJECT_ROOT), *args], capture_output=True, text=True,
+                                  timeout=10, check=True).stdout.strip()
+        commit = git("rev-parse", "HEAD")
+        return commit + ("+dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def versions() -> dict:
+    import numpy
+    import tensorflow
+
+    return {"zscrgan": __version__, "python": platform.python_version(), "tensorflow": tensorflow.__version__,
+            "numpy": numpy.__version__}
+
+
+def record_start(run_dir: Path, event: str, cfg: Mapping, overrides: Mapping | None, command: list[str] | None,
+                 device: str, dataset_dir: Path) -> None:
+    """Append one history line for a start (`event` "start") or resume ("resume") of the run in `run_dir`."""
+    entry = {"event": event, "time": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+             "command": list(command if command is not None else sys.argv), "cwd": os.getcwd(),
+             "overrides": dict(overrides or {}), "config": to_plain(cfg), "versions": versions(),
+             "git_commit": git_commit(), "device": device, "host": platform.node(),
+             "dataset": {"folder": str(dataset_dir), "sha256": dataset_fingerprint(dataset_dir)}}
+    append_line(Path(run_dir) / HISTORY, json.dumps(entry))
