@@ -130,3 +130,46 @@ def test_a_kill_at_any_write_point_of_a_round_resumes_to_the_same_metrics(refere
         assert leftovers == [], kill
         summary = json.loads((out / "summary.json").read_text())
         assert summary["rounds_done"] == ROUNDS and summary["stopped"] == f"completed {ROUNDS} rounds"
+
+
+def test_a_full_disk_while_logging_leaves_no_half_line_and_one_error(reference, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from main import main
+
+    _, _, ref_tmp = reference
+    real_write = os.write
+
+    def write(fd, data):
+        if b'"round"' in bytes(data):  # the metrics line: half of it lands, then the disk is full
+            real_write(fd, bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    out = tmp_path / "run"
+    flags = [f"--{k}={v}" for k, v in SMALL.items()]
+    rc = main(["--data_root", str(ref_tmp / "datasets"), "--results_root", str(tmp_path / "res"),
+               "--output_dir", str(out), "--rounds", "2", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"error: {out / 'metrics.jsonl'}: No space left on device"]
+    assert (out / "metrics.jsonl").read_bytes() == b""  # cut back to its length before the line
+
+
+def test_a_failing_clean_up_does_not_hide_the_error_that_stopped_a_write(tmp_path, monkeypatch):
+    import errno
+    from pathlib import Path
+
+    from zscrgan.atomic import write_text_atomic
+
+    def replace(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def unlink(self, missing_ok=False):
+        raise PermissionError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(OSError) as err:
+        write_text_atomic(tmp_path / "summary.json", "{}")
+    assert err.value.errno == errno.ENOSPC

@@ -62,10 +62,10 @@ def append_line(path, line: str) -> None:
             while data:
                 data = data[os.write(fd, data):]
             os.fsync(fd)
-        except OSError:
+        except OSError as err:
             with suppress(OSError):
                 os.ftruncate(fd, start)
-            raise
+            raise OSError(err.errno, err.strerror, str(path)) from None
     finally:
         os.close(fd)
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -38,7 +39,7 @@ Every key of configs/default.yaml is also a flag (--key value).
 
 def build_parser(config_keys, prog: str | None = None) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, description=TRAIN_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="DEMO", help="dataset folder name under --data_root (default: DEMO)")
+    p.add_argument("--dataset", help="dataset folder name under --data_root (default: DEMO)")
     p.add_argument("--config", help="a YAML file of config keys, applied over configs/<DATASET>.yaml")
     p.add_argument("--time_budget", type=float, help="stop before a round would end past this many minutes")
     p.add_argument("--data_root", default=os.environ.get(DATA_ROOT_ENV) or "datasets",
@@ -121,6 +122,26 @@ def train_seeds(cfg, base: Path, seeds, args, overrides: dict) -> dict:
     return summary
 
 
+def _check_flags(args) -> None:
+    """Refuse flags that contradict each other or name a folder where a file is (UserError, one line)."""
+    from zscrgan.errors import UserError
+    from zscrgan.files import not_a_folder
+
+    budget = args.time_budget
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise UserError(f"--time_budget must be a positive number of minutes, got {budget}")
+    if args.seeds and args.cfg_seed is not None:
+        raise UserError("give either --seed or --seeds, not both")
+    if args.dataset is not None and (args.resume or args.evaluate):
+        flag = "--resume" if args.resume else "--evaluate"
+        raise UserError(f"--dataset with {flag}: the run folder's config.yaml names its dataset; drop --dataset")
+    for flag, folder in (("--output_dir", args.output_dir), ("--results_root", args.results_root),
+                         ("--data_root", args.data_root)):
+        problem = folder is not None and not_a_folder(folder)
+        if problem:
+            raise UserError(f"{flag} {folder}: {problem}; give a folder")
+
+
 # Exit status of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
 EXIT_INTERRUPTED = 130
 
@@ -143,8 +164,8 @@ def train_main(argv=None, prog: str | None = None) -> int:
                  if getattr(args, f"cfg_{k}") is not None}
     summary = None
     try:
-        if args.time_budget is not None and args.time_budget <= 0:
-            raise UserError(f"--time_budget must be a positive number of minutes, got {args.time_budget}")
+        _check_flags(args)
+        args.dataset = args.dataset or "DEMO"
         if args.resume or args.evaluate:
             if args.resume and args.evaluate:
                 raise UserError("give either --resume or --evaluate, not both")

@@ -16,6 +16,7 @@ import os
 import signal
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import yaml
 
 from zscrgan import __version__
 from zscrgan.atomic import append_line, publish_copy, read_lines, remove_debris, retired_name, staged_folder, write_text_atomic
-from zscrgan.config import to_plain
+from zscrgan.config import check_model_size, to_plain
 from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
 from zscrgan.data.safe_pickle import dump_pickle
@@ -69,7 +70,9 @@ def read_checkpoint(checkpoint: tf.train.Checkpoint, folder: Path) -> dict:
         raise UserError(f"{state_file}: not a JSON object; {_CORRUPT}")
     try:
         checkpoint.read(str(folder / "ckpt")).assert_existing_objects_matched()
-    except (tf.errors.OpError, ValueError, AssertionError) as err:
+    # A damaged checkpoint fails inside TensorFlow in many ways (DataLossError, IndexError on a short
+    # read, ValueError or AssertionError on a mismatch); to the user they are all one problem.
+    except Exception as err:
         raise UserError(f"{folder}: the checkpoint cannot be restored ({brief(err)}); {_CORRUPT}") from None
     return state
 
@@ -203,8 +206,10 @@ class Run:
         self.dataset_dir = Path(data_root) / cfg.dataset
         self.results_dir = None if results_root is None else Path(results_root) / f"{cfg.dataset}_res"
         tf.config.experimental.enable_op_determinism()
-        self.data = prepare_data(cfg, data_root)
-        self.trainer = Trainer(cfg, self.data.image_dim, self.data.text_dim)
+        with _memory_errors():
+            self.data = prepare_data(cfg, data_root)
+            check_model_size(cfg, self.data.image_dim, self.data.text_dim)
+            self.trainer = Trainer(cfg, self.data.image_dim, self.data.text_dim)
         self.sampler = ClassBatchSampler(self.data.packed.images_per_class.tolist(), cfg.batch_size, cfg.seed,
                                          pad_short_batches=cfg.pad_short_batches)
         self.full_state = tf.train.Checkpoint(trainer=self.trainer)
@@ -245,7 +250,10 @@ class Run:
         self._check_same_data(folder)
         state = read_checkpoint(self.full_state, folder)
         try:
-            self.sampler.load_state_dict(state["sampler"])
+            try:
+                self.sampler.load_state_dict(state["sampler"])
+            except UserError as err:
+                raise UserError(f"{folder / 'state.json'}: {err}") from None
             self.round = int(state["round"])
             self.best = Best(**state["best"])
             self.last_test = dict(state["last_test"])
@@ -415,7 +423,7 @@ class Run:
         round_times: list[float] = []
         stop_reason = f"completed {cfg.rounds} rounds"
         packed = self.data.packed
-        with StopFlag() as stop:
+        with StopFlag() as stop, _memory_errors():
             while True:
                 if self.round >= cfg.rounds:
                     break
@@ -455,6 +463,16 @@ class Run:
         summary = self._summary(stop_reason)
         write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         return summary
+
+
+@contextmanager
+def _memory_errors():
+    """Running out of memory (TensorFlow's or numpy's) becomes one line saying what to lower."""
+    try:
+        yield
+    except (tf.errors.ResourceExhaustedError, MemoryError) as err:
+        raise UserError(f"out of memory ({brief(err)}); lower the network sizes, batch_size or the data's "
+                        "dimensions, or use a machine with more memory") from None
 
 
 def _logged_round(line: str) -> float:
