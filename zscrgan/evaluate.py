@@ -9,9 +9,9 @@ import numpy as np
 import tensorflow as tf
 
 from zscrgan.metrics import retrieval_metrics
+from zscrgan.search import search
 
-# Queries are scored against the whole gallery in chunks of this many rows, bounding the similarity
-# matrix held at once (e.g. 4096 x 3000 floats = 48 MB).
+# Queries are embedded in chunks of this many rows, bounding the networks' activations held at once.
 QUERY_CHUNK = 4096
 
 
@@ -34,36 +34,25 @@ class RetrievalSet:
         return cls(texts, q_labels, images, g_labels)
 
 
-@tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, None], tf.float32),
-                              tf.TensorSpec([], tf.int32)])
-def _top_k_chunk(queries, gallery_unit, k):
-    sims = tf.matmul(tf.nn.l2_normalize(queries, axis=1), gallery_unit, transpose_b=True)
-    return tf.math.top_k(sims, k=k, sorted=True).indices
-
-
 def top_k_cosine(queries, gallery, k: int) -> np.ndarray:
-    """Indices [Q, min(k, G)] of each query's most cosine-similar gallery rows, best first."""
-    k = min(int(k), int(gallery.shape[0]))
-    gallery_unit = tf.nn.l2_normalize(tf.convert_to_tensor(gallery, tf.float32), axis=1)
-    queries = tf.convert_to_tensor(queries, tf.float32)
-    parts = [_top_k_chunk(queries[i:i + QUERY_CHUNK], gallery_unit, tf.constant(k)).numpy()
-             for i in range(0, int(queries.shape[0]), QUERY_CHUNK)]
-    return np.concatenate(parts)
+    """Indices [Q, min(k, G)] of each query's most cosine-similar gallery rows, best first (`search`)."""
+    return search(queries, gallery, k)[1]
 
 
-def _in_chunks(fn, x: np.ndarray) -> tf.Tensor:
+def in_chunks(fn, x: np.ndarray) -> tf.Tensor:
     """fn over row chunks of x, concatenated: bounds the networks' activations held at once."""
     return tf.concat([fn(tf.constant(x[i:i + QUERY_CHUNK])) for i in range(0, len(x), QUERY_CHUNK)], axis=0)
 
 
 def evaluate(trainer, rset: RetrievalSet, k: int) -> tuple[dict, np.ndarray]:
-    """Embed queries and gallery with the trainer's networks, retrieve the top k, score them.
+    """Embed queries (and, chunk by chunk, the gallery) with the trainer's networks, retrieve the top k,
+    score them.
 
     Returns (metrics as `retrieval_metrics` gives them, retrieved gallery labels [Q, k]).
     """
-    query_emb = _in_chunks(trainer.embed_queries, rset.texts)
-    gallery_emb = _in_chunks(trainer.embed_gallery, rset.images)
-    retrieved = rset.gallery_labels[top_k_cosine(query_emb, gallery_emb, k)]
+    query_emb = in_chunks(trainer.embed_queries, rset.texts)
+    _, rows = search(query_emb, rset.images, k, embed=trainer.embed_gallery)
+    retrieved = rset.gallery_labels[rows]
     return retrieval_metrics(rset.query_labels, retrieved), retrieved
 
 

@@ -1,6 +1,7 @@
 """One training run: data, rounds of E-step / M-step / evaluation, and everything written to disk.
 
-A run folder holds `config.yaml` (the resolved config), `metrics.jsonl` (one JSON line per round),
+A run folder holds `config.yaml` (the resolved config), `input_scaling.json` (the input scaling and
+its factors, which `zscrgan.retrieve` applies to a user's vectors), `metrics.jsonl` (one JSON line per round),
 `summary.json`, `provenance.jsonl` (what started and resumed it), `checkpoints/` (best round's weights
 and the last round's full state, for resume), TensorBoard scalars under `tb/` and, at every new best
 round, the retrieval file `retrieved/acc<score>.pkl`. A copy also goes to the released path
@@ -31,7 +32,7 @@ from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
 from zscrgan.data.safe_pickle import dump_pickle
 from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows, wrong_pairing
-from zscrgan.data.scaling import scale_modality
+from zscrgan.data.scaling import scale_modality, scaling_record
 from zscrgan.errors import UserError, brief
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
 from zscrgan.metrics import chance_prec
@@ -44,6 +45,7 @@ DEMO = "DEMO"
 # on within about a second (at CUB sizes on two CPU cores); chunking costs no measurable time
 # (benchmarks/bench_chunks.py).
 CHUNK_STEPS = 60
+SCALING_FILE = "input_scaling.json"  # the run's input scaling and its factors, for scaling a user's vectors
 LOSS_NAMES = ("L_D", "L_G", "R", "L_C", "div")
 
 
@@ -117,6 +119,7 @@ class Data:
     val: RetrievalSet | None
     image_dim: int
     text_dim: int
+    scaling: dict  # `scaling_record` of the dataset: how a user's vectors must be scaled for this run
 
 
 def prepare_data(cfg, data_root: Path) -> Data:
@@ -135,7 +138,8 @@ def prepare_data(cfg, data_root: Path) -> Data:
     packed = PackedFeatures.from_classes([image[c] for c in train_classes], [text[c] for c in train_classes])
     # Queries and gallery in ascending class id order, the order the released code's dicts iterated.
     test = RetrievalSet.from_classes(image, text, sorted(ds.unseen))
-    return Data(ds.name, train_classes, packed, test, val, ds.image_dim, ds.text_dim)
+    return Data(ds.name, train_classes, packed, test, val, ds.image_dim, ds.text_dim,
+                scaling_record(ds.image, ds.text, ds.seen, cfg.input_scaling))
 
 
 # --- the run -----------------------------------------------------------------------------------------
@@ -405,6 +409,7 @@ class Run:
         for folder in (self.run_dir, self.run_dir / "checkpoints"):
             remove_debris(folder)
         write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(to_plain(self.cfg), sort_keys=False))
+        write_text_atomic(self.run_dir / SCALING_FILE, json.dumps(self.data.scaling, indent=1))
         d = self.data
         chance = chance_prec(d.test.gallery_labels, d.test.query_labels)
         self.log(f"zscrgan {__version__} | dataset {d.name}: {len(d.train_classes)} training classes, "

@@ -1,0 +1,213 @@
+"""Search your own image collection with a trained run: rank gallery rows for text vectors.
+
+    python -m zscrgan.retrieve RUN_DIR --queries texts.npy --gallery images.npy --out ranked.npz
+        [--top_k K] [--seed 0] [--eval_draws N] [--chunk_rows 4096] [--data_root datasets]
+
+RUN_DIR is a run folder written by training; the selected round's weights (checkpoints/best) are used.
+texts.npy holds [Q, text_dim] float text vectors, images.npy [G, image_dim] float raw image features,
+of the same kinds as the run's training dataset. The gallery is memory-mapped and embedded and scored
+in chunks with a running top-K merge, so memory does not grow with it. Each query is CSEM(G(c, z)),
+averaged over `--eval_draws` noise draws (default: the run's eval_draws), drawn from `--seed`: the same
+seed and inputs give the same output. A run trained with input scaling scales both files as it scaled
+its training data (the factors are in RUN_DIR/input_scaling.json).
+
+The output file (numpy .npz, written atomically, at exactly the given name) holds `indices` [Q, K]
+(int64 gallery row numbers) and `scores` [Q, K] (float32 cosine similarities), best first, ties ranked
+by the lower row; K is --top_k (default: the run's top_k), or G if the gallery is smaller.
+
+From Python (the faiss shape: search returns scores and indices):
+
+    from zscrgan.retrieve import load_run
+    run = load_run("runs/CUB/20261129-120000-seed0")
+    scores, indices = run.search(texts, np.load("images.npy", mmap_mode="r"), k=50)
+    run.embed_texts(texts), run.embed_images(images)   # [n, embed_dim] common-space vectors
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
+
+import tensorflow as tf  # noqa: E402
+
+from zscrgan.atomic import atomic_file  # noqa: E402
+from zscrgan.cli import DATA_ROOT_ENV  # noqa: E402
+from zscrgan.config import load_config, read_yaml  # noqa: E402
+from zscrgan.data.release import load_dataset  # noqa: E402
+from zscrgan.data.scaling import scale_rows, scaling_record  # noqa: E402
+from zscrgan.errors import UserError  # noqa: E402
+from zscrgan.evaluate import in_chunks  # noqa: E402
+from zscrgan.run import SCALING_FILE, find_checkpoint  # noqa: E402
+from zscrgan.search import GALLERY_CHUNK, search  # noqa: E402
+from zscrgan.train import Trainer  # noqa: E402
+
+# Checkpoint entries whose shapes give the run's input dimensions: [image_dim, e] and [text_dim, 2e].
+_CSEM_KERNEL = "model/csem/fc/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+_ENCODER_KERNEL = "model/encoder/fc/kernel/.ATTRIBUTES/VARIABLE_VALUE"
+
+
+@dataclass
+class Retriever:
+    """A trained model ready to embed text and image vectors and to search galleries of any size."""
+
+    trainer: Trainer
+    scaling: dict  # `zscrgan.data.scaling.scaling_record` of the run's dataset
+    eval_draws: int
+    top_k: int
+
+    @property
+    def text_dim(self) -> int:
+        return int(self.trainer.model.encoder.fc.kernel.shape[0])
+
+    @property
+    def image_dim(self) -> int:
+        return int(self.trainer.model.csem.fc.kernel.shape[0])
+
+    def embed_texts(self, texts, seed: int = 0, draws: int | None = None) -> np.ndarray:
+        """Common-space vectors [n, e] of raw text vectors [n, text_dim]: CSEM(G(c, z)) averaged over
+        `draws` noise draws (default: the run's eval_draws), the noise drawn from `seed`."""
+        self.trainer.noise.reset_from_seed(seed)
+        self.trainer.cfg.eval_draws = draws or self.eval_draws
+        texts = scale_rows(np.asarray(texts, np.float32), self.scaling["input_scaling"], self.scaling["text_factor"])
+        return in_chunks(self.trainer.embed_queries, texts).numpy()
+
+    def embed_images(self, images) -> np.ndarray:
+        """Common-space vectors [n, e] of raw image features [n, image_dim]: CSEM(x)."""
+        return in_chunks(self._embed_gallery, np.asarray(images, np.float32)).numpy()
+
+    def search(self, texts, gallery, k: int | None = None, seed: int = 0, draws: int | None = None,
+               chunk_rows: int = GALLERY_CHUNK, gallery_name: str = "gallery") -> tuple[np.ndarray, np.ndarray]:
+        """(scores [Q, K], indices [Q, K]) of each text's most similar gallery rows, best first.
+
+        `gallery` is [G, image_dim] raw image features: an array or a memory-mapped .npy, read
+        `chunk_rows` rows at a time. K = k (default: the run's top_k), or G if smaller; ties rank
+        the lower row first. `seed` and `draws` as in `embed_texts`.
+        """
+        queries = self.embed_texts(texts, seed, draws)
+        return search(queries, gallery, k or self.top_k, embed=self._embed_gallery, chunk_rows=chunk_rows,
+                      gallery_name=gallery_name)
+
+    def _embed_gallery(self, rows: tf.Tensor) -> tf.Tensor:
+        mode = self.scaling["input_scaling"]
+        if mode != "none":
+            rows = tf.convert_to_tensor(scale_rows(rows.numpy(), mode, self.scaling["image_factor"]))
+        return self.trainer.embed_gallery(rows)
+
+
+def load_run(run_dir, data_root="datasets") -> Retriever:
+    """The selected round's weights of a run folder, with the run's input scaling.
+
+    `data_root` is read only for a `seen_rms` run folder without input_scaling.json (written by
+    older versions): the factors are then recomputed from the run's dataset there.
+    """
+    run_dir = Path(run_dir)
+    saved = run_dir / "config.yaml"
+    if not saved.is_file():
+        raise UserError(f"{saved}: not found; RUN_DIR must be a run folder written by training")
+    cfg = load_config(read_yaml(saved).get("dataset", ""), saved=saved)
+    folder = find_checkpoint(run_dir / "checkpoints" / "best")
+    if folder is None:
+        raise UserError(f"{run_dir / 'checkpoints' / 'best'}: no saved weights; the run has not finished a round")
+    prefix = str(folder / "ckpt")
+    shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
+    trainer = Trainer(cfg, shapes[_CSEM_KERNEL][0], shapes[_ENCODER_KERNEL][0])
+    tf.train.Checkpoint(model=trainer.model).read(prefix).assert_existing_objects_matched()
+    return Retriever(trainer, _run_scaling(run_dir, cfg, Path(data_root)), cfg.eval_draws, cfg.top_k)
+
+
+def _run_scaling(run_dir: Path, cfg, data_root: Path) -> dict:
+    """The run's scaling record: saved in the run folder, or for modes without factors, from the config."""
+    path = run_dir / SCALING_FILE
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    if cfg.input_scaling != "seen_rms":
+        return {"input_scaling": cfg.input_scaling, "image_factor": None, "text_factor": None}
+    ds = load_dataset(data_root / cfg.dataset)
+    return scaling_record(ds.image, ds.text, ds.seen, cfg.input_scaling)
+
+
+def open_matrix(path, dim_name: str) -> np.ndarray:
+    """A 2-D floating-point .npy file with at least one row, memory-mapped (rows are read when used)."""
+    try:
+        x = np.load(path, mmap_mode="r", allow_pickle=False)
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found") from None
+    except (OSError, ValueError, EOFError) as e:
+        raise UserError(f"{path}: not a readable .npy array ({e})") from None
+    if not isinstance(x, np.ndarray):
+        raise UserError(f"{path}: holds several arrays (.npz); give one .npy array")
+    if x.ndim != 2:
+        raise UserError(f"{path}: must be a 2-D array [rows, {dim_name}], got shape {x.shape}")
+    if x.dtype.kind != "f":
+        raise UserError(f"{path}: must hold floating-point numbers, got {x.dtype}")
+    if x.shape[0] == 0:
+        raise UserError(f"{path}: has no rows")
+    return x
+
+
+def _check_dim(x: np.ndarray, path, want: int, what: str) -> None:
+    if x.shape[1] != want:
+        raise UserError(f"{path}: rows of dimension {x.shape[1]}, but the run's model takes {want}-d {what}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m zscrgan.retrieve", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by training")
+    p.add_argument("--queries", required=True, metavar="FILE", help=".npy [Q, text_dim] float text vectors")
+    p.add_argument("--gallery", required=True, metavar="FILE",
+                   help=".npy [G, image_dim] float raw image features (memory-mapped)")
+    p.add_argument("--out", required=True, metavar="FILE", help="output .npz: `indices` and `scores` [Q, K]")
+    p.add_argument("--top_k", type=int, metavar="K", help="gallery rows per query (default: the run's top_k)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the query noise draws (default 0)")
+    p.add_argument("--eval_draws", type=int, metavar="N",
+                   help="noise draws averaged per query (default: the run's eval_draws)")
+    p.add_argument("--chunk_rows", type=int, default=GALLERY_CHUNK,
+                   help=f"gallery rows embedded and scored at once (default {GALLERY_CHUNK})")
+    p.add_argument("--data_root", default=os.environ.get(DATA_ROOT_ENV) or "datasets",
+                   help=f"folder holding the dataset folders (default: ${DATA_ROOT_ENV} if set, else ./datasets); "
+                        "read only for an older seen_rms run without input_scaling.json")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        for flag in ("top_k", "eval_draws", "chunk_rows"):
+            value = getattr(args, flag)
+            if value is not None and value < 1:
+                raise UserError(f"--{flag}: must be at least 1, got {value}")
+        out = Path(args.out)
+        if not out.parent.is_dir():
+            raise UserError(f"{out}: folder {out.parent} does not exist")
+        queries = open_matrix(args.queries, "text_dim")
+        gallery = open_matrix(args.gallery, "image_dim")
+        retriever = load_run(args.run_dir, args.data_root)
+        _check_dim(queries, args.queries, retriever.text_dim, "text vectors")
+        _check_dim(gallery, args.gallery, retriever.image_dim, "image features")
+        queries = np.asarray(queries, np.float32)
+        bad = np.flatnonzero(~np.isfinite(queries).all(axis=1))
+        if bad.size:
+            raise UserError(f"{args.queries}: NaN or infinite values in {bad.size} rows, the first row {bad[0]}")
+        scores, indices = retriever.search(queries, gallery, args.top_k, args.seed, args.eval_draws,
+                                           args.chunk_rows, gallery_name=args.gallery)
+        with atomic_file(out, "wb") as f:
+            np.savez(f, indices=indices, scores=scores)
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    print(f"ranked {gallery.shape[0]} gallery rows for {queries.shape[0]} queries: top {indices.shape[1]} "
+          f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
