@@ -12,6 +12,8 @@ import json
 import os
 import shutil
 
+from pathlib import Path
+
 import pytest
 
 import zscrgan.run
@@ -80,6 +82,7 @@ def reference(tmp_path_factory):
     run.train()
     recs = _records(tmp / "ref")
     files = sorted(p.name for p in (tmp / "ref" / "results" / "DEMO_res").iterdir())
+    assert len(json.loads((tmp / "ref" / "summary.json").read_text())["released_copies"]) == len(files)
     return recs, files, tmp
 
 
@@ -130,6 +133,7 @@ def test_a_kill_at_any_write_point_of_a_round_resumes_to_the_same_metrics(refere
         assert leftovers == [], kill
         summary = json.loads((out / "summary.json").read_text())
         assert summary["rounds_done"] == ROUNDS and summary["stopped"] == f"completed {ROUNDS} rounds"
+        assert sorted(Path(p).name for p in summary["released_copies"]) == ref_files, kill
 
 
 def test_a_full_disk_while_logging_leaves_no_half_line_and_one_error(reference, tmp_path, monkeypatch, capsys):
@@ -158,7 +162,6 @@ def test_a_full_disk_while_logging_leaves_no_half_line_and_one_error(reference, 
 
 def test_a_failing_clean_up_does_not_hide_the_error_that_stopped_a_write(tmp_path, monkeypatch):
     import errno
-    from pathlib import Path
 
     from zscrgan.atomic import write_text_atomic
 
@@ -173,3 +176,42 @@ def test_a_failing_clean_up_does_not_hide_the_error_that_stopped_a_write(tmp_pat
     with pytest.raises(OSError) as err:
         write_text_atomic(tmp_path / "summary.json", "{}")
     assert err.value.errno == errno.ENOSPC
+
+
+def test_ctrl_c_mid_e_step_drops_the_round_and_resume_repeats_it_exactly(reference, tmp_path, monkeypatch):
+    ref_records, ref_files, ref_tmp = reference
+    shutil.copytree(ref_tmp / "datasets", tmp_path / "datasets")
+    # One E-step iteration per compiled call (the reference ran each phase as one call: same numbers).
+    monkeypatch.setattr(zscrgan.run, "CHUNK_STEPS", 1)
+    run = _run(tmp_path, "run")
+    real = zscrgan.run.StopFlag.between_chunks
+
+    def between_chunks(self, phase, total):
+        ask = real(self, phase, total)
+
+        def stop(done):
+            if run.round == 1 and phase == "E-step":  # Ctrl-C pressed during round 2's E-step
+                self.requested = True
+            return ask(done)
+        return stop
+
+    monkeypatch.setattr(zscrgan.run.StopFlag, "between_chunks", between_chunks)
+    run.cfg.rounds = ROUNDS
+    run.start()
+    summary = run.train()
+    assert summary["stopped"] == ("interrupted (Ctrl-C) in round 2, the E-step after 1 of 2 iterations; "
+                                  "that round was not kept")
+    assert summary["rounds_done"] == 1 and len(_records(run.run_dir)) == 1
+    monkeypatch.setattr(zscrgan.run.StopFlag, "between_chunks", real)
+    assert run.resume()
+    run.train()
+    assert _records(run.run_dir) == ref_records
+
+
+def test_reports_read_a_log_whose_last_line_a_crash_tore(tmp_path):
+    from zscrgan.report import read_run
+
+    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "config.yaml").write_text("seed: 3\n")
+    (tmp_path / "metrics.jsonl").write_text('{"round": 1}\n{"round": 2}\n{"round": 3, "los')
+    assert [r["round"] for r in read_run(tmp_path)["records"]] == [1, 2]

@@ -13,7 +13,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from zscrgan.atomic import write_text_atomic
+from zscrgan.atomic import read_lines, write_text_atomic
 from zscrgan.errors import UserError
 
 # (label, where in summary.json) of the figures compared across runs.
@@ -34,7 +34,7 @@ def read_run(run_dir: Path) -> dict:
     try:
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        lines = read_lines(run_dir / "metrics.jsonl")  # without a line torn by a crash
         records = [json.loads(line) for line in lines if line.strip()]
     except FileNotFoundError as e:
         raise UserError(f"{e.filename}: not found; is {run_dir} a finished run folder of main.py?") from None

@@ -11,6 +11,7 @@ never replaced). Every file is written atomically, so an interrupted run never l
 
 from __future__ import annotations
 
+import filecmp
 import json
 import math
 import os
@@ -35,6 +36,7 @@ from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows, wrong_pa
 from zscrgan.data.scaling import scale_modality, scaling_record
 from zscrgan.errors import UserError, brief
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
+from zscrgan.files import not_a_file
 from zscrgan.metrics import chance_prec
 from zscrgan.provenance import architecture_change, claim_run_dir, record_start
 from zscrgan.released import retrieval_file_name
@@ -64,6 +66,9 @@ def read_checkpoint(checkpoint: tf.train.Checkpoint, folder: Path) -> dict:
     """Restore `checkpoint` from `folder` and return its state.json; one clear error if either is
     unreadable, truncated or does not fit the model."""
     state_file = folder / "state.json"
+    problem = not_a_file(state_file)
+    if problem:
+        raise UserError(f"{state_file}: {problem}; {_CORRUPT}")
     try:
         state = json.loads(state_file.read_text(encoding="utf-8"))
     except (OSError, ValueError) as err:
@@ -333,8 +338,10 @@ class Run:
         self.files["retrieval_files"].append(str(path.relative_to(self.run_dir)))
         if self.results_dir is not None:
             self.results_dir.mkdir(parents=True, exist_ok=True)
-            if publish_copy(path, self.results_dir / name):
-                self.files["released_copies"].append(str((self.results_dir / name).resolve()))
+            copy = self.results_dir / name
+            # The same content is this run's own copy, made before a kill and the round's repetition.
+            if publish_copy(path, copy) or filecmp.cmp(path, copy, shallow=False):
+                self.files["released_copies"].append(str(copy.resolve()))
             else:
                 self.log(f"note: {self.results_dir / name} exists (another run's, kept); this run's file is {path}")
         return path
@@ -352,14 +359,17 @@ class Run:
         return out
 
     def _tensorboard(self, record: dict) -> None:
-        if self._tb is None:
-            self._tb = tf.summary.create_file_writer(str(self.run_dir / "tb"))
-        with self._tb.as_default(step=record["round"]):
-            for group in ("losses", "test", "val"):
-                for name, value in record.get(group, {}).items():
-                    if isinstance(value, (int, float)):
-                        tf.summary.scalar(f"{group}/{name}", value)
-        self._tb.flush()
+        try:
+            if self._tb is None:
+                self._tb = tf.summary.create_file_writer(str(self.run_dir / "tb"))
+            with self._tb.as_default(step=record["round"]):
+                for group in ("losses", "test", "val"):
+                    for name, value in record.get(group, {}).items():
+                        if isinstance(value, (int, float)):
+                            tf.summary.scalar(f"{group}/{name}", value)
+            self._tb.flush()
+        except tf.errors.OpError as err:  # TensorFlow's own file errors (a full disk, a read-only folder)
+            raise UserError(f"{self.run_dir / 'tb'}: cannot write TensorBoard events: {brief(err.message)}") from None
 
     def _evaluate_round(self, losses: dict, seconds_train: float) -> dict:
         cfg = self.cfg
