@@ -1,154 +1,199 @@
-"""Training speed against this machine's own limit, all ratios taken in one run.
+"""Training speed against this machine's own limit and against the released structure, in one run.
 
-    python benchmarks/bench_speed.py                 # CUB sizes, released hyperparameters
-    python benchmarks/bench_speed.py --iters 20 --json bench.json
+    python benchmarks/bench_speed.py                  # CUB sizes (configs/demo_cub_sizes.yaml)
+    python benchmarks/bench_speed.py --iters 5 --repeats 3 --json bench.json
 
-It measures, on whatever device TensorFlow uses (GPU if visible, else CPU):
-  * the machine's limit: float32 matrix-multiply throughput (a large square matmul, best of several);
-  * the achieved throughput of a compiled E-step and M-step at the given sizes, from the exact
-    floating-point operation count of each step's graph (TensorFlow's profiler, forward and backward);
-  * the same steps run one Python call per step (eager), to show what compiling the phase buys;
-  * the E-step with TensorFlow's own MatMul gradient instead of `zscrgan.networks.matmul`'s, to show
-    what computing the input gradient as (w dy^T)^T buys on this device.
-Reported: seconds per round (released schedule: 100 x (5 + 1) E-step steps + 100 M-step steps),
-GFLOP/s, and achieved / limit.
+On whatever device TensorFlow uses, interleaved and repeated (medians), so that every ratio is
+taken under the same conditions even on a shared machine, it measures:
+  * the rate of each matrix multiply shape the compiled steps compute (read from their graphs) and
+    the memory bandwidth (a streaming in-place add), which give each phase's roofline (see
+    `benchmarks/roofline.py`): the step's matmuls at their rates plus the bytes its optimiser must
+    read and write at that bandwidth;
+  * the compiled E- and M-phases (the config's defaults) and each variant listed in VARIANTS;
+  * a stand-in for the released program's structure (`benchmarks/released_standin.py`).
+Reported as JSON: seconds per round (released schedule: 100 x (5 + 1) E-step steps + 100 M-step
+steps), achieved / roofline per phase, and each variant's and the stand-in's time over ours.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
+import platform
+import statistics
 import sys
 import time
 from pathlib import Path
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
-import zscrgan.networks  # noqa: E402
-from zscrgan.config import load_config  # noqa: E402
+from benchmarks.released_standin import ReleasedStandIn  # noqa: E402
+from benchmarks.roofline import MatMul, live_matmuls, step_seconds, update_bytes  # noqa: E402
+from zscrgan.config import CONFIG_DIR, load_config  # noqa: E402
 from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows, wrong_pairing  # noqa: E402
 from zscrgan.train import PackedFeatures, Trainer  # noqa: E402
 
-
-def best_time(fn, repeats: int) -> float:
-    fn()  # warm-up (tracing, allocation)
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
+CACHE_BYTES = 64 << 20  # matmul operands are cycled through at least this much memory, beyond the L3 caches
+TARGET_FLOP = 2e10      # work per timed matmul call
+BANDWIDTH_FLOATS = 16 << 20
 
 
-def matmul_limit(n: int = 2048, reps: int = 10) -> float:
-    """Float32 GEMM throughput in GFLOP/s: the best a dense layer could hope for on this device."""
-    a = tf.random.normal([n, n])
-    b = tf.random.normal([n, n])
+def machine() -> dict:
+    """CPU model, cores, AVX-512, TensorFlow version and the device TensorFlow computes on."""
+    cpu = platform.processor() or "unknown"
+    flags = ""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and cpu in ("unknown", "x86_64", ""):
+                cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = line
+    except OSError:
+        pass
+    gpus = tf.config.list_physical_devices("GPU")
+    device = "GPU: " + tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name) if gpus else "CPU"
+    return {"cpu": cpu, "cores": os.cpu_count(), "avx512": "avx512f" in flags.split(),
+            "tensorflow": tf.__version__, "device": device}
+
+
+def matmul_timer(mm: MatMul):
+    """A callable computing `mm` repeatedly, cycling operands through CACHE_BYTES; and its FLOP."""
+    a_shape, b_shape = mm.operand_shapes()
+    dtype = tf.as_dtype(mm.dtype)
+    pair_bytes = (math.prod(a_shape) + math.prod(b_shape)) * dtype.size
+    pool = max(1, min(8, math.ceil(CACHE_BYTES / pair_bytes)))
+    reps = max(1, round(TARGET_FLOP / (pool * mm.flops)))
+    rng = tf.random.Generator.from_seed(0)
+    pairs = [(tf.Variable(tf.cast(rng.normal(a_shape), dtype)), tf.Variable(tf.cast(rng.normal(b_shape), dtype)))
+             for _ in range(pool)]
 
     @tf.function
-    def many():
-        acc = tf.zeros([n, n])
+    def run():
+        total = tf.constant(0.0, dtype)
         for _ in tf.range(reps):
-            acc += tf.matmul(a, b)
-        return acc
+            for a, b in pairs:  # variable reads are stateful: no product is merged or hoisted
+                total += tf.matmul(a, b, transpose_a=mm.transpose_a, transpose_b=mm.transpose_b)[0, 0]
+        return total
 
-    seconds = best_time(lambda: many().numpy(), 3)
-    return 2 * n ** 3 * reps / seconds / 1e9
+    return (lambda: run().numpy()), reps * pool * mm.flops
 
 
-def step_flops(fn, *args) -> float:
-    """Floating-point operations of one call of `fn`, counted on its graph by TensorFlow's profiler."""
-    graph = tf.function(fn).get_concrete_function(*args).graph
-    opts = tf.compat.v1.profiler.ProfileOptionBuilder.float_operation()
-    opts["output"] = "none"
-    return float(tf.compat.v1.profiler.profile(graph, options=opts).total_float_ops)
+def bandwidth_timer():
+    """A callable streaming v += x over BANDWIDTH_FLOATS floats ten times; and the bytes it moves."""
+    v = tf.Variable(tf.zeros([BANDWIDTH_FLOATS]))
+    x = tf.ones([BANDWIDTH_FLOATS])
+
+    @tf.function
+    def run():
+        for _ in tf.range(10):
+            v.assign_add(x)
+        return v[0]
+
+    return (lambda: run().numpy()), 10 * 3 * 4 * BANDWIDTH_FLOATS
+
+
+def interleaved_medians(fns: dict, repeats: int) -> dict:
+    """Median seconds of each callable over `repeats` rounds, each round calling every one in turn."""
+    for fn in fns.values():
+        fn()  # tracing, allocation
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[name].append(time.perf_counter() - t0)
+    return {name: statistics.median(t) for name, t in times.items()}
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--image_dim", type=int, default=2048)
-    p.add_argument("--text_dim", type=int, default=1024)
-    p.add_argument("--classes", type=int, default=150)
-    p.add_argument("--images_per_class", type=int, default=60)
-    p.add_argument("--iters", type=int, default=10, help="E-step iterations and M-step steps timed per phase")
+    p.add_argument("--config", type=Path, default=CONFIG_DIR / "demo_cub_sizes.yaml",
+                   help="network and data sizes (default: the CUB-sized demo)")
+    p.add_argument("--iters", type=int, default=10, help="E-step iterations and M-step steps per timed phase")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (medians are reported)")
     p.add_argument("--json", type=Path, help="also write the results here")
     args = p.parse_args(argv)
 
-    cfg = load_config("CUB")
-    gpus = tf.config.list_physical_devices("GPU")
-    device = f"GPU: {gpus[0].name}" if gpus else f"CPU: {os.cpu_count()} cores"
+    cfg = load_config("DEMO", args.config)
+    sizes = {"seen_classes": cfg.demo.n_seen, "images_per_class": cfg.demo.images_per_class,
+             "image_dim": cfg.demo.image_dim, "text_dim": cfg.demo.text_dim, "batch_size": cfg.batch_size,
+             "gf_dim": cfg.gf_dim, "df_dim": cfg.df_dim, "embed_dim": cfg.embed_dim, "z_dim": cfg.z_dim}
     rng = np.random.default_rng(0)
-    images = [rng.random((args.images_per_class, args.image_dim), dtype=np.float32) for _ in range(args.classes)]
-    texts = [rng.standard_normal((1, args.text_dim), dtype=np.float32) for _ in range(args.classes)]
+    images = [rng.random((cfg.demo.images_per_class, cfg.demo.image_dim), dtype=np.float32)
+              for _ in range(cfg.demo.n_seen)]
+    texts = [rng.standard_normal((1, cfg.demo.text_dim), dtype=np.float32) for _ in range(cfg.demo.n_seen)]
     packed = PackedFeatures.from_classes(images, texts)
-    trainer = Trainer(cfg, args.image_dim, args.text_dim)
+    feats = (packed.images, packed.texts)
     sampler = ClassBatchSampler(packed.images_per_class.tolist(), cfg.batch_size, 0)
 
-    def batches(steps, shape):
-        cls, img = sampler.schedule(steps)
-        return [tf.constant(a.reshape(shape), tf.int32) for a in (
+    def schedule(shape):
+        cls, img = sampler.schedule(math.prod(shape[:-1]))
+        return [a.reshape(shape).astype(np.int32) for a in (
             to_rows(cls, img, packed.class_offsets, packed.image_pad_row), text_rows(cls, packed.text_pad_row),
             wrong_pairing(cls))]
 
-    k, b = cfg.critic_steps, cfg.batch_size
-    e_batch = batches(args.iters * (k + 1), (args.iters, k + 1, b))
-    m_batch = batches(args.iters, (args.iters, b))
-    feats = (packed.images, packed.texts)
+    k, it = cfg.critic_steps, args.iters
+    e_np, m_np = schedule((it, k + 1, cfg.batch_size)), schedule((it, cfg.batch_size))
+    e_batch, m_batch = [tf.constant(a) for a in e_np], [tf.constant(a) for a in m_np]
 
-    # A second trainer whose dense layers use TensorFlow's own MatMul gradient. Its graphs give the
-    # operation counts: TF's gradient skips input gradients nobody needs, which a custom gradient
-    # builds and the graph optimiser later prunes, so counting on ours would overstate the work.
-    ours = zscrgan.networks.matmul
-    zscrgan.networks.matmul = tf.matmul
-    try:
-        plain = Trainer(cfg, args.image_dim, args.text_dim)
-        one = [x[0, 0] for x in e_batch]
-        flops = {
-            "critic": step_flops(plain.critic_step, *feats, *one),
-            "generator": step_flops(plain.generator_step, *feats, *one),
-            "csem": step_flops(plain.csem_step, *feats, *[x[0] for x in m_batch]),
-        }
-        plain_time = best_time(lambda: plain.e_step(*feats, *e_batch).numpy(), 3)
-    finally:
-        zscrgan.networks.matmul = ours
-    e_flops = args.iters * (k * flops["critic"] + flops["generator"])
-    m_flops = args.iters * flops["csem"]
+    ours = Trainer(cfg, cfg.demo.image_dim, cfg.demo.text_dim)
+    steps = {name: live_matmuls(tf.function(getattr(ours, f"{name}_step")).get_concrete_function(*feats, *one))
+             for name, one in (("critic", [x[0, 0] for x in e_batch]), ("generator", [x[0, k] for x in e_batch]),
+                               ("csem", [x[0] for x in m_batch]))}
+    n_params = {name: sum(int(np.prod(v.shape)) for v in variables) for name, variables in (
+        ("critic", ours.model.critic.trainable_variables), ("generator", ours.model.generator_side_variables),
+        ("csem", ours.model.csem.trainable_variables))}
+    nbytes = {"critic": update_bytes("rmsprop", n_params["critic"]),
+              "generator": update_bytes("rmsprop", n_params["generator"]),
+              "csem": update_bytes("adam", n_params["csem"])}
 
-    limit = matmul_limit()
-    e_time = best_time(lambda: trainer.e_step(*feats, *e_batch).numpy(), 3)
-    m_time = best_time(lambda: trainer.m_step(*feats, *m_batch).numpy(), 3)
+    shapes = sorted(set().union(*steps.values()), key=lambda mm: -mm.flops)
+    timers, work = {}, {}
+    for i, mm in enumerate(shapes):
+        timers[f"mm{i}"], work[f"mm{i}"] = matmul_timer(mm)
+    timers["bandwidth"], work["bandwidth"] = bandwidth_timer()
+    timers["ours_e"] = lambda: ours.e_step(*feats, *e_batch).numpy()
+    timers["ours_m"] = lambda: ours.m_step(*feats, *m_batch).numpy()
+    host_images, host_texts = packed.images.numpy(), packed.texts.numpy()
+    standin = ReleasedStandIn(cfg, host_images, host_texts)
+    timers["standin_e"] = lambda: standin.e_step(*e_np)
+    timers["standin_m"] = lambda: standin.m_step(*m_np)
 
-    def eager_e():
-        for i in range(args.iters):
-            for j in range(k):
-                trainer.critic_step(*feats, *[x[i, j] for x in e_batch])
-            trainer.generator_step(*feats, *[x[i, k] for x in e_batch]).numpy()
-
-    eager_time = best_time(eager_e, 1)
-
-    scale = cfg.e_step_iters / args.iters  # released phases have 100 iterations each
-    round_seconds = (e_time + m_time) * scale
-    achieved = (e_flops + m_flops) / (e_time + m_time) / 1e9
+    t = interleaved_medians(timers, args.repeats)
+    rates = {mm: work[f"mm{i}"] / t[f"mm{i}"] for i, mm in enumerate(shapes)}
+    bandwidth = work["bandwidth"] / t["bandwidth"]
+    roof = {name: step_seconds(steps[name], rates, nbytes[name], bandwidth) for name in steps}
+    roof_e, roof_m = it * (k * roof["critic"] + roof["generator"]), it * roof["csem"]
+    e_scale, m_scale = cfg.e_step_iters / it, cfg.m_step_iters / it
+    ours_round = t["ours_e"] * e_scale + t["ours_m"] * m_scale
+    standin_round = t["standin_e"] * e_scale + t["standin_m"] * m_scale
+    step_flop = {name: sum(n * mm.flops for mm, n in mms.items()) for name, mms in steps.items()}
+    round_flop = cfg.e_step_iters * (k * step_flop["critic"] + step_flop["generator"]) + cfg.m_step_iters * step_flop["csem"]
     result = {
-        "device": device, "sizes": vars(args) | {"json": None},
-        "matmul_limit_gflops": round(limit, 1),
-        "step_gflop": {name: round(v / 1e9, 3) for name, v in flops.items()},
-        "round_tflop": round((e_flops + m_flops) * scale / 1e12, 3),
-        "seconds_per_round_compiled": round(round_seconds, 2),
-        "achieved_gflops": round(achieved, 1),
-        "achieved_over_limit": round(achieved / limit, 3),
-        "e_step_eager_over_compiled_time": round(eager_time / e_time, 2),
-        "e_step_tf_matmul_grad_over_ours_time": round(plain_time / e_time, 2),
+        "machine": machine(), "sizes": sizes, "iters": it, "repeats": args.repeats,
+        "matmul_gflops": {f"{mm.m}x{mm.k}x{mm.n}{' tA' if mm.transpose_a else ''}{' tB' if mm.transpose_b else ''}":
+                          round(rates[mm] / 1e9, 1) for mm in shapes},
+        "bandwidth_gbs": round(bandwidth / 1e9, 1),
+        "step_gflop": {name: round(v / 1e9, 3) for name, v in step_flop.items()},
+        "step_update_mb": {name: round(v / 1e6, 1) for name, v in nbytes.items()},
+        "round_tflop": round(round_flop / 1e12, 3),
+        "seconds_per_round": {"ours": round(ours_round, 2), "released_standin": round(standin_round, 2),
+                              "roofline": round(roof_e * e_scale + roof_m * m_scale, 2)},
+        "achieved_over_roofline": {"e_step": round(roof_e / t["ours_e"], 3), "m_step": round(roof_m / t["ours_m"], 3),
+                                   "round": round((roof_e * e_scale + roof_m * m_scale) / ours_round, 3)},
+        "standin_over_ours": round(standin_round / ours_round, 2),
     }
-    for key, value in result.items():
-        print(f"{key}: {value}")
+    text = json.dumps(result, indent=1)
+    print(text)
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1))
+        args.json.write_text(text)
     return 0
 
 

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from zscrgan.baseline import main, ridge_baseline
+from zscrgan.baseline import main, rank_by_cosine, ridge_baseline
 from zscrgan.data.demo import DemoSpec, make_demo
 from zscrgan.data.release import write_dataset
 from zscrgan.errors import UserError
@@ -47,3 +47,16 @@ def test_cli_prints_the_reference_and_errors_in_one_line(tmp_path, capsys):
     assert main([str(tmp_path / "MISSING")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ") and "MISSING" in err[0]
+
+
+def test_numpy_ranking_matches_training_retrieval():
+    from zscrgan.evaluate import top_k_cosine  # TensorFlow: training's retrieval
+
+    rng = np.random.default_rng(1)
+    q = rng.standard_normal((300, 7)).astype(np.float32)
+    g = rng.standard_normal((120, 7)).astype(np.float32)
+    g[5] = g[6]  # a tie: both rank it to the lower index
+    got, want = rank_by_cosine(q, g, 50), top_k_cosine(q, g, 50)
+    assert got.shape == want.shape == (300, 50)
+    assert (got == want).mean() > 0.999  # float32 near-ties may swap neighbours
+    assert rank_by_cosine(q[:2], g[:3], 50).shape == (2, 3)

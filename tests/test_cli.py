@@ -1,7 +1,9 @@
 """The command line: subcommands, --print_config, and the installed `zscrgan` command from any folder."""
 
 import importlib.util
+import json
 import os
+import re
 import shutil
 import site
 import subprocess
@@ -13,7 +15,9 @@ import pytest
 import yaml
 
 from zscrgan.cli import main, train_main
-from zscrgan.config import load_config, to_plain
+from zscrgan.config import DEFAULT_FILE, flatten, key_meanings, load_config, read_yaml, to_plain
+from zscrgan.data.demo import DemoSpec, ensure_demo
+from test_report import fake_run
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -28,6 +32,63 @@ def test_print_config_prints_the_resolved_config_and_exits(tmp_path, capsys):
     assert printed == expected
     assert printed["rounds"] == 7 and printed["mm_reg_coeff"] == 1.5 and printed["input_scaling"] == "l2_sqrt_dim"
     assert not (tmp_path / "run").exists()
+
+
+def test_help_lists_every_config_key_with_its_meaning_and_default(capsys):
+    with pytest.raises(SystemExit) as exit_:
+        train_main(["--help"])
+    assert exit_.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
+    text = text[text.index("config keys ("):]  # the options' help, past the usage lines
+    meanings = key_meanings()
+    for key, default in flatten(read_yaml(DEFAULT_FILE)).items():
+        shown = str(default).lower() if isinstance(default, bool) else str(default)
+        entry = re.search(rf"--{re.escape(key)} (\S+) ((?:(?! --).)*?)\[default: ([^\]]*)\]", text)
+        assert entry, key
+        assert entry[3] == shown, key
+        assert meanings[key] and " ".join(meanings[key].split()) == entry[2].strip(), key
+    assert "--input_scaling {none,l2_sqrt_dim,seen_rms}" in text and "--r_hinge {true,false}" in text
+
+
+def test_key_meanings_read_trailing_and_continued_comments(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("# header\na: 1   # first\n     # continued\n\nb: x\nnest:\n  c: 2.0  # inner\n# section\nd: 0 # last\n")
+    assert key_meanings(f) == {"a": "first continued", "b": "", "nest.c": "inner", "d": "last"}
+
+
+def test_nested_keys_are_flags(tmp_path, capsys):
+    assert train_main(["--print_config", "--demo.seed", "3", "--demo.text_noise", "2"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert printed["demo"] == {**read_yaml(DEFAULT_FILE)["demo"], "seed": 3, "text_noise": 2.0}
+    assert train_main(["--print_config", "--demo.seed", "x"]) == 2
+    assert capsys.readouterr().err.strip() == \
+        "error: command line: key 'demo.seed' must be int (like its default 0), got 'x'"
+
+
+def test_tools_that_do_not_train_never_import_tensorflow(tmp_path):
+    demo = tmp_path / "DEMO"
+    ensure_demo(demo, DemoSpec(n_classes=6, n_seen=4, images_per_class=8, image_dim=8, text_dim=4))
+    run = fake_run(tmp_path / "run", 0, [0.2, 0.3])
+    calls = [["--help"], ["train", "--help"], ["train", "--print_config"], ["inspect", str(demo)],
+             ["baseline", str(demo), "--top_k", "5"], ["report", str(run), "--plot", str(tmp_path / "p.png")],
+             ["convert", "wikipedia", str(tmp_path / "absent"), "--out", str(tmp_path / "W")]]
+    script = f"""
+import json, sys
+from zscrgan.cli import main
+for argv in {calls!r}:
+    try:
+        rc = main(argv)
+    except SystemExit as e:
+        rc = e.code
+    print(json.dumps([argv[0] if argv[0] != "train" else " ".join(argv[:2]), rc, "tensorflow" in sys.modules]))
+"""
+    p = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path, timeout=300,
+                       env={**os.environ, "PYTHONPATH": str(ROOT)})
+    results = [json.loads(line) for line in p.stdout.splitlines() if line.startswith("[")]
+    assert [r[0] for r in results] == ["--help", "train --help", "train --print_config", "inspect", "baseline",
+                                       "report", "convert"], p.stderr
+    assert [r[1] for r in results] == [0, 0, 0, 0, 0, 0, 2]  # convert: the source folder is absent
+    assert [r[0] for r in results if r[2]] == []  # none imported TensorFlow
 
 
 def test_subcommands_dispatch_and_absent_ones_say_so(capsys):

@@ -6,8 +6,8 @@ Fitted on the seen classes only: every seen text is regressed onto its class's m
 (`--pairs class_mean`, the default, for any dataset), or onto the image stored at the same position
 in its class (`--pairs item`, for datasets of aligned image-text pairs such as Wikipedia, whose
 converter keeps each class's items in file order). Then every unseen text is a query and its predicted image vector ranks the unseen gallery by cosine,
-scored with the same retrieval and Prec@K / mAP@K / Top-1 code as training: a reference to read a
-ZSCRGAN run's numbers against.
+as training ranks it, scored with the same Prec@K / mAP@K / Top-1 code as training: a reference to read
+a ZSCRGAN run's numbers against.
 """
 
 from __future__ import annotations
@@ -21,8 +21,27 @@ from sklearn.linear_model import Ridge
 from zscrgan.data.release import load_dataset
 from zscrgan.data.scaling import MODES, scale_modality
 from zscrgan.errors import UserError
-from zscrgan.evaluate import top_k_cosine
 from zscrgan.metrics import chance_prec, retrieval_metrics
+
+
+# Queries are ranked in chunks of this many rows, bounding the similarity matrix held at once.
+QUERY_CHUNK = 4096
+
+
+def rank_by_cosine(queries: np.ndarray, gallery: np.ndarray, k: int) -> np.ndarray:
+    """Indices [Q, min(k, G)] of each query's most cosine-similar gallery rows, best first.
+
+    In NumPy, so the reference runs without TensorFlow; it ranks as training's TensorFlow retrieval
+    (`zscrgan.evaluate.top_k_cosine`) does, ties to the lower index.
+    """
+    def unit(x):
+        return x / np.sqrt(np.maximum((x * x).sum(axis=1, keepdims=True), 1e-12))
+
+    k = min(int(k), len(gallery))
+    gallery_unit = unit(np.asarray(gallery, np.float32))
+    queries = np.asarray(queries, np.float32)
+    return np.concatenate([np.argsort(-(unit(queries[i:i + QUERY_CHUNK]) @ gallery_unit.T), axis=1, kind="stable")[:, :k]
+                           for i in range(0, len(queries), QUERY_CHUNK)])
 
 
 def regression_targets(image: dict, text: dict, seen, pairs: str) -> np.ndarray:
@@ -46,7 +65,7 @@ def ridge_baseline(image: dict, text: dict, seen, unseen, alpha: float = 1.0, k:
     gallery = np.concatenate([image[c] for c in unseen])
     q_labels = np.concatenate([np.full(len(text[c]), c) for c in unseen])
     g_labels = np.concatenate([np.full(len(image[c]), c) for c in unseen])
-    metrics = retrieval_metrics(q_labels, g_labels[top_k_cosine(queries.astype(np.float32), gallery, k)])
+    metrics = retrieval_metrics(q_labels, g_labels[rank_by_cosine(queries, gallery, k)])
     metrics["chance_prec"] = chance_prec(g_labels, q_labels)
     return metrics
 

@@ -21,8 +21,6 @@ import os
 import sys
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log
-
 DATA_ROOT_ENV = "ZSCRGAN_DATA_ROOT"
 TRAIN_DOC = """Train ZSCRGAN on a dataset's seen classes and retrieve unseen-class images from their text.
 
@@ -37,8 +35,17 @@ Every key of configs/default.yaml is also a flag (--key value).
 """
 
 
-def build_parser(config_keys, prog: str | None = None) -> argparse.ArgumentParser:
+def _shown(value) -> str:
+    """A default as it is written in YAML and on the command line."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+def build_parser(defaults: dict, meanings: dict, prog: str | None = None) -> argparse.ArgumentParser:
+    """The train command's flags: its own, then one per config key (dotted for nested keys)."""
+    from zscrgan.config import CHOICES
+
     p = argparse.ArgumentParser(prog=prog, description=TRAIN_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
+<<<<<<< HEAD
     p.add_argument("--dataset", help="dataset folder name under --data_root (default: DEMO)")
     p.add_argument("--config", help="a YAML file of config keys, applied over configs/<DATASET>.yaml")
     p.add_argument("--time_budget", type=float, help="stop before a round would end past this many minutes")
@@ -48,6 +55,22 @@ def build_parser(config_keys, prog: str | None = None) -> argparse.ArgumentParse
                    help="where <DATASET>_res/acc<score>.pkl files go")
     p.add_argument("--output_dir", help="run folder, new or empty (default: runs/<DATASET>/<time>-<label>-seed<seed>)")
     p.add_argument("--name", help="label in the default run folder name (default: cfg<hash of the config without the seed>)")
+=======
+    p.add_argument("--dataset", default="DEMO",
+                   help="dataset folder name under --data_root; configs/<DATASET>.yaml applies if it exists "
+                        "[default: DEMO]")
+    p.add_argument("--config", metavar="FILE", help="a YAML file of config keys, applied over configs/<DATASET>.yaml")
+    p.add_argument("--time_budget", type=float, metavar="MINUTES",
+                   help="stop before a round would end past this many minutes (the first round always runs)")
+    p.add_argument("--data_root", metavar="DIR", default=os.environ.get(DATA_ROOT_ENV) or "datasets",
+                   help=f"folder holding the dataset folders [default: ${DATA_ROOT_ENV} if set, else ./datasets]")
+    p.add_argument("--results_root", metavar="DIR", default="retrieved_res",
+                   help="where <DATASET>_res/acc<score>.pkl files go [default: ./retrieved_res]")
+    p.add_argument("--output_dir", metavar="DIR",
+                   help="run folder, new or empty [default: ./runs/<DATASET>/<time>-<label>-seed<seed>]")
+    p.add_argument("--name", metavar="LABEL",
+                   help="label in the default run folder name [default: cfg<hash of the config without the seed>]")
+>>>>>>> main
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--evaluate", metavar="RUN_DIR",
                    help="evaluate the selected round's weights of RUN_DIR (with --eval_draws N per query)")
@@ -55,10 +78,28 @@ def build_parser(config_keys, prog: str | None = None) -> argparse.ArgumentParse
                    help="one run per seed (folders seed<k> under the output folder), then mean +- std")
     p.add_argument("--print_config", action="store_true",
                    help="print the resolved config (defaults, dataset file, --config, flags) and exit")
-    group = p.add_argument_group("config keys (override the YAML files)")
-    for key in config_keys:
-        group.add_argument(f"--{key}", dest=f"cfg_{key}", metavar="VALUE")
+    groups = {"": p.add_argument_group(
+        "config keys (configs/default.yaml; a flag overrides the dataset's file and --config)")}
+    for name, default in defaults.items():
+        section = name.rpartition(".")[0]
+        if section not in groups:
+            groups[section] = p.add_argument_group(f"{section}.* config keys")
+        choices = CHOICES.get(name) or (("true", "false") if isinstance(default, bool) else None)
+        metavar = "{%s}" % ",".join(choices) if choices else type(default).__name__.upper()
+        meaning = meanings.get(name, "").replace("%", "%%")
+        groups[section].add_argument(f"--{name}", dest=f"cfg_{name}", metavar=metavar,
+                                     help=f"{meaning} [default: {_shown(default)}]")
     return p
+
+
+def _run_class():
+    """zscrgan.run.Run, imported (with TensorFlow) only once the arguments are known to be good."""
+    from zscrgan.tf_start import start_tensorflow
+
+    start_tensorflow()
+    from zscrgan.run import Run
+
+    return Run
 
 
 def train_one(cfg, run_dir: Path, args, overrides: dict, resume: bool = False, numbered: bool = False) -> dict:
@@ -67,9 +108,8 @@ def train_one(cfg, run_dir: Path, args, overrides: dict, resume: bool = False, n
     `numbered`: run_dir is a default name, which gets a suffix if taken; otherwise an existing run there is refused.
     """
     from zscrgan.errors import UserError
-    from zscrgan.run import Run  # imports TensorFlow: only once the arguments are known to be good
 
-    run = Run(cfg, run_dir, Path(args.data_root), Path(args.results_root))
+    run = _run_class()(cfg, run_dir, Path(args.data_root), Path(args.results_root))
     if resume and not run.resume():
         raise UserError(f"{run_dir}: no checkpoint to resume from (checkpoints/last is missing)")
     run.start(overrides, args.command, numbered=numbered)
@@ -91,9 +131,7 @@ def train_one(cfg, run_dir: Path, args, overrides: dict, resume: bool = False, n
 
 def evaluate_one(cfg, run_dir: Path, args) -> None:
     """Re-evaluate a run's selected weights (e.g. with more noise draws per query) and print the metrics."""
-    from zscrgan.run import Run
-
-    out = Run(cfg, run_dir, Path(args.data_root), Path(args.results_root)).evaluate_best()
+    out = _run_class()(cfg, run_dir, Path(args.data_root), Path(args.results_root)).evaluate_best()
     k, t = cfg.top_k, out["test"]
     line = (f"round {out['round']} weights, {out['eval_draws']} draw(s) per query | unseen Prec@{k} {t['prec']:.4f} "
             f"mAP@{k} {t['map']:.4f} Top-1 {t['top1']:.4f}")
@@ -153,16 +191,27 @@ def train_main(argv=None, prog: str | None = None) -> int:
     """
     import yaml
 
+<<<<<<< HEAD
     from zscrgan.config import DEFAULT_FILE, load_config, parse_flag_value, read_yaml, to_plain
     from zscrgan.errors import UserError, one_line
+=======
+    from zscrgan.config import (DEFAULT_FILE, flatten, key_meanings, load_config, parse_flag_value, read_yaml,
+                                to_plain, unflatten)
+    from zscrgan.errors import UserError
+>>>>>>> main
     from zscrgan.provenance import default_run_name, new_folder
 
-    keys = [k for k, v in read_yaml(DEFAULT_FILE).items() if not isinstance(v, dict)]
-    args = build_parser(keys, prog).parse_args(argv)
+    defaults = flatten(read_yaml(DEFAULT_FILE))
+    args = build_parser(defaults, key_meanings(), prog).parse_args(argv)
     args.command = sys.argv if argv is None else [prog or "main.py", *argv]  # recorded in the run's provenance
+<<<<<<< HEAD
     overrides = {k: parse_flag_value(getattr(args, f"cfg_{k}")) for k in keys
                  if getattr(args, f"cfg_{k}") is not None}
     summary = None
+=======
+    overrides = unflatten({k: parse_flag_value(getattr(args, f"cfg_{k}")) for k in defaults
+                           if getattr(args, f"cfg_{k}") is not None})
+>>>>>>> main
     try:
         _check_flags(args)
         args.dataset = args.dataset or "DEMO"
@@ -208,23 +257,25 @@ def train_main(argv=None, prog: str | None = None) -> int:
     return 0
 
 
-# Subcommands: (module, function, arguments put before the user's, one-line help). Each module is
-# imported only when its subcommand runs, so a tool never pays for another's imports (TensorFlow).
+# Subcommands: (module, function, arguments put before the user's, imports TensorFlow, one-line help).
+# Each module is imported only when its subcommand runs, so a tool never pays for another's imports.
 COMMANDS = {
-    "train": ("zscrgan.cli", "train_main", (), "train a model (the default flags run the demo)"),
-    "report": ("zscrgan.report", "main", (), "mean +- std and Prec@K curves of finished runs"),
-    "convert": ("zscrgan.data.__main__", "main", ("convert",), "convert a public feature release into a dataset folder"),
-    "inspect": ("zscrgan.data.__main__", "main", ("inspect",), "validate a dataset folder and summarise it"),
-    "baseline": ("zscrgan.baseline", "main", (), "the ridge-regression reference on a dataset folder"),
-    "study": ("zscrgan.study", "main", (), "many runs over datasets, variants and seeds"),
-    "retrieve": ("zscrgan.retrieve", "main", (), "retrieve images for texts with a trained run"),
+    "train": ("zscrgan.cli", "train_main", (), False, "train a model (the default flags run the demo)"),
+    "report": ("zscrgan.report", "main", (), False, "mean +- std and Prec@K curves of finished runs"),
+    "convert": ("zscrgan.data.__main__", "main", ("convert",), False,
+                "convert a public feature release into a dataset folder"),
+    "inspect": ("zscrgan.data.__main__", "main", ("inspect",), False, "validate a dataset folder and summarise it"),
+    "baseline": ("zscrgan.baseline", "main", (), False, "the ridge-regression reference on a dataset folder"),
+    "study": ("zscrgan.study", "main", (), False, "many runs over datasets, variants and seeds"),
+    "retrieve": ("zscrgan.retrieve", "main", (), True,
+                 "rank a gallery of image features for text queries with a trained run"),
 }
 
 
 def usage() -> str:
     width = max(map(len, COMMANDS))
     lines = ["usage: zscrgan COMMAND [flags]   (zscrgan COMMAND --help for its flags)", "", "commands:"]
-    lines += [f"  {name:<{width}}  {spec[3]}" for name, spec in COMMANDS.items()]
+    lines += [f"  {name:<{width}}  {spec[-1]}" for name, spec in COMMANDS.items()]
     return "\n".join(lines)
 
 
@@ -242,7 +293,11 @@ def main(argv=None) -> int:
     if name not in COMMANDS:
         print(f"error: {name}: unknown command (one of {', '.join(COMMANDS)})", file=sys.stderr)
         return 2
-    module_name, function, prefix, _ = COMMANDS[name]
+    module_name, function, prefix, uses_tensorflow, _ = COMMANDS[name]
+    if uses_tensorflow:
+        from zscrgan.tf_start import start_tensorflow
+
+        start_tensorflow()
     try:
         module = importlib.import_module(module_name)
     except ModuleNotFoundError as e:

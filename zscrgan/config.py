@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import re
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -144,6 +145,60 @@ def parse_flag_value(text: str) -> Any:
         return yaml.load(text, Loader=_StrictLoader)
     except (yaml.YAMLError, RecursionError):
         return text
+
+
+_KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_]\w*):(?P<value>[^#]*)(#\s?(?P<comment>.*))?$")
+_CONTINUED = re.compile(r"^ +#\s?(?P<comment>.*)$")
+
+
+def key_meanings(path: Path = DEFAULT_FILE) -> dict[str, str]:
+    """Each key's meaning, from its trailing `# comment` in a config file; nested keys get dotted names.
+
+    A comment-only line indented past the first column continues the meaning of the key above it.
+    """
+    meanings: dict[str, str] = {}
+    parents: list[tuple[int, str]] = []  # (indent, name) of the mappings enclosing the current line
+    last = None
+    for line in path.read_text(encoding="utf-8").splitlines():
+        key, more = _KEY_LINE.match(line), _CONTINUED.match(line)
+        if key:
+            indent = len(key["indent"])
+            while parents and parents[-1][0] >= indent:
+                parents.pop()
+            last = ".".join([name for _, name in parents[-1:]] + [key["key"]])
+            meanings[last] = (key["comment"] or "").strip()
+            if not key["value"].strip():  # a mapping: only its keys are config keys
+                del meanings[last]
+                parents.append((indent, last))
+                last = None
+        elif more and last is not None:
+            meanings[last] = f"{meanings[last]} {more['comment'].strip()}".strip()
+        else:
+            last = None
+    return meanings
+
+
+def flatten(cfg: Mapping, prefix: str = "") -> dict:
+    """Nested keys as dotted names: {'demo': {'seed': 0}} -> {'demo.seed': 0}."""
+    out = {}
+    for key, value in cfg.items():
+        if isinstance(value, Mapping):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def unflatten(flat: Mapping[str, Any]) -> dict:
+    """Dotted names back to nested mappings: {'demo.seed': 1} -> {'demo': {'seed': 1}}."""
+    out: dict = {}
+    for name, value in flat.items():
+        *parents, key = name.split(".")
+        node = out
+        for parent in parents:
+            node = node.setdefault(parent, {})
+        node[key] = value
+    return out
 
 
 def load_config(dataset: str, config_file: str | Path | None = None,

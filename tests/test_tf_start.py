@@ -1,0 +1,32 @@
+"""TensorFlow's native start-up noise is filtered out of stderr; every other line is kept."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from zscrgan.tf_start import NOISE, filtered_stderr
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_filtered_stderr_drops_noise_and_keeps_the_rest(capfd):
+    with filtered_stderr():
+        os.write(2, b"E0000 00:00:1.0  1 cuda_platform.cc:52] failed call to cuInit: INTERNAL: CUDA error\n")
+        os.write(2, b"a real problem\n")
+        os.write(2, b"I0000 00:00:1.0  1 port.cc:153] oneDNN custom operations are on. You may see ...\n")
+        os.write(2, b"and its second line\n")
+    assert capfd.readouterr().err == "a real problem\nand its second line\n"
+
+
+def test_a_training_run_prints_no_tensorflow_start_up_lines(tmp_path):
+    p = subprocess.run(
+        [sys.executable, str(ROOT / "main.py"), "--data_root", str(tmp_path), "--results_root", str(tmp_path / "res"),
+         "--output_dir", str(tmp_path / "run"), "--rounds", "1", "--e_step_iters", "2", "--m_step_iters", "2",
+         "--demo.n_classes", "8", "--demo.n_seen", "5", "--gf_dim", "16", "--df_dim", "16", "--embed_dim", "8",
+         "--z_dim", "4"],
+        capture_output=True, text=True, timeout=300)
+    assert p.returncode == 0, p.stderr
+    assert "round    1" in p.stdout
+    noisy = [line for line in p.stderr.splitlines() if NOISE.search(line) or line.startswith(("I0000", "E0000"))]
+    assert noisy == []
