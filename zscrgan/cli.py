@@ -45,18 +45,7 @@ def build_parser(defaults: dict, meanings: dict, prog: str | None = None) -> arg
     from zscrgan.config import CHOICES
 
     p = argparse.ArgumentParser(prog=prog, description=TRAIN_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
-<<<<<<< HEAD
-    p.add_argument("--dataset", help="dataset folder name under --data_root (default: DEMO)")
-    p.add_argument("--config", help="a YAML file of config keys, applied over configs/<DATASET>.yaml")
-    p.add_argument("--time_budget", type=float, help="stop before a round would end past this many minutes")
-    p.add_argument("--data_root", default=os.environ.get(DATA_ROOT_ENV) or "datasets",
-                   help=f"folder holding the dataset folders (default: ${DATA_ROOT_ENV} if set, else ./datasets)")
-    p.add_argument("--results_root", default="retrieved_res",
-                   help="where <DATASET>_res/acc<score>.pkl files go")
-    p.add_argument("--output_dir", help="run folder, new or empty (default: runs/<DATASET>/<time>-<label>-seed<seed>)")
-    p.add_argument("--name", help="label in the default run folder name (default: cfg<hash of the config without the seed>)")
-=======
-    p.add_argument("--dataset", default="DEMO",
+    p.add_argument("--dataset",
                    help="dataset folder name under --data_root; configs/<DATASET>.yaml applies if it exists "
                         "[default: DEMO]")
     p.add_argument("--config", metavar="FILE", help="a YAML file of config keys, applied over configs/<DATASET>.yaml")
@@ -70,7 +59,6 @@ def build_parser(defaults: dict, meanings: dict, prog: str | None = None) -> arg
                    help="run folder, new or empty [default: ./runs/<DATASET>/<time>-<label>-seed<seed>]")
     p.add_argument("--name", metavar="LABEL",
                    help="label in the default run folder name [default: cfg<hash of the config without the seed>]")
->>>>>>> main
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its last checkpoint")
     p.add_argument("--evaluate", metavar="RUN_DIR",
                    help="evaluate the selected round's weights of RUN_DIR (with --eval_draws N per query)")
@@ -191,27 +179,17 @@ def train_main(argv=None, prog: str | None = None) -> int:
     """
     import yaml
 
-<<<<<<< HEAD
-    from zscrgan.config import DEFAULT_FILE, load_config, parse_flag_value, read_yaml, to_plain
-    from zscrgan.errors import UserError, one_line
-=======
     from zscrgan.config import (DEFAULT_FILE, flatten, key_meanings, load_config, parse_flag_value, read_yaml,
                                 to_plain, unflatten)
-    from zscrgan.errors import UserError
->>>>>>> main
+    from zscrgan.errors import UserError, one_line
     from zscrgan.provenance import default_run_name, new_folder
 
     defaults = flatten(read_yaml(DEFAULT_FILE))
     args = build_parser(defaults, key_meanings(), prog).parse_args(argv)
     args.command = sys.argv if argv is None else [prog or "main.py", *argv]  # recorded in the run's provenance
-<<<<<<< HEAD
-    overrides = {k: parse_flag_value(getattr(args, f"cfg_{k}")) for k in keys
-                 if getattr(args, f"cfg_{k}") is not None}
-    summary = None
-=======
     overrides = unflatten({k: parse_flag_value(getattr(args, f"cfg_{k}")) for k in defaults
                            if getattr(args, f"cfg_{k}") is not None})
->>>>>>> main
+    summary = None
     try:
         _check_flags(args)
         args.dataset = args.dataset or "DEMO"
