@@ -11,7 +11,6 @@ never replaced). Every file is written atomically, so an interrupted run never l
 
 from __future__ import annotations
 
-import filecmp
 import json
 import math
 import os
@@ -334,16 +333,17 @@ class Run:
         name = retrieval_file_name(score)
         path = self.run_dir / "retrieved" / name
         path.parent.mkdir(exist_ok=True)
+        copy = None if self.results_dir is None else self.results_dir / name
+        # A released copy linked to this run's own file was made before a kill: this round is being repeated.
+        ours = copy is not None and path.exists() and copy.exists() and os.path.samefile(path, copy)
         dump_pickle(retrieval_records(self.data.test.query_labels, retrieved), path)
         self.files["retrieval_files"].append(str(path.relative_to(self.run_dir)))
-        if self.results_dir is not None:
+        if copy is not None:
             self.results_dir.mkdir(parents=True, exist_ok=True)
-            copy = self.results_dir / name
-            # The same content is this run's own copy, made before a kill and the round's repetition.
-            if publish_copy(path, copy) or filecmp.cmp(path, copy, shallow=False):
+            if publish_copy(path, copy) or ours:
                 self.files["released_copies"].append(str(copy.resolve()))
             else:
-                self.log(f"note: {self.results_dir / name} exists (another run's, kept); this run's file is {path}")
+                self.log(f"note: {copy} exists (another run's, kept); this run's file is {path}")
         return path
 
     def _summary(self, stop_reason: str) -> dict:
