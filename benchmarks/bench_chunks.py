@@ -24,7 +24,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
 from zscrgan.config import load_config  # noqa: E402
-from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows, wrong_pairing  # noqa: E402
+from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows  # noqa: E402
 from zscrgan.run import CHUNK_STEPS  # noqa: E402
 from zscrgan.train import PackedFeatures, Trainer  # noqa: E402
 
@@ -50,9 +50,11 @@ def main(argv=None) -> int:
 
     def batches(steps, shape):
         cls, img = sampler.schedule(steps)
+        wrong_cls, wrong_img = sampler.wrong_pairs(cls, img)
         return [tf.constant(a.reshape(shape), tf.int32) for a in (
             to_rows(cls, img, packed.class_offsets, packed.image_pad_row), text_rows(cls, packed.text_pad_row),
-            wrong_pairing(cls))]
+            to_rows(wrong_cls, wrong_img, packed.class_offsets, packed.image_pad_row),
+            text_rows(wrong_cls, packed.text_pad_row))]
 
     k, b = cfg.critic_steps, cfg.batch_size
     e_batch = batches(args.iters * (k + 1), (args.iters, k + 1, b))

@@ -37,7 +37,7 @@ import tensorflow as tf  # noqa: E402
 from benchmarks.released_standin import ReleasedStandIn  # noqa: E402
 from benchmarks.roofline import MatMul, live_matmuls, step_seconds, update_bytes  # noqa: E402
 from zscrgan.config import CONFIG_DIR, load_config  # noqa: E402
-from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows, wrong_pairing  # noqa: E402
+from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows  # noqa: E402
 from zscrgan.train import PackedFeatures, Trainer  # noqa: E402
 
 CACHE_BYTES = 64 << 20  # matmul operands are cycled through at least this much memory, beyond the L3 caches
@@ -135,9 +135,11 @@ def main(argv=None) -> int:
 
     def schedule(shape):
         cls, img = sampler.schedule(math.prod(shape[:-1]))
+        wrong_cls, wrong_img = sampler.wrong_pairs(cls, img)
         return [a.reshape(shape).astype(np.int32) for a in (
             to_rows(cls, img, packed.class_offsets, packed.image_pad_row), text_rows(cls, packed.text_pad_row),
-            wrong_pairing(cls))]
+            to_rows(wrong_cls, wrong_img, packed.class_offsets, packed.image_pad_row),
+            text_rows(wrong_cls, packed.text_pad_row))]
 
     k, it = cfg.critic_steps, args.iters
     e_np, m_np = schedule((it, k + 1, cfg.batch_size)), schedule((it, cfg.batch_size))

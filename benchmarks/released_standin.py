@@ -76,20 +76,19 @@ class ReleasedStandIn:
             self.l_c, var_list=list(model.csem.trainable_variables))
         self._init = v1.global_variables_initializer()
 
-    def _feed(self, img_rows, txt_rows, wrong) -> dict:
-        x_r, phi_r = self.images[img_rows], self.texts[txt_rows]
-        return {self.x_r: x_r, self.phi_r: phi_r, self.x_w: x_r[wrong], self.phi_w: phi_r[wrong]}
+    def _feed(self, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows) -> dict:
+        return {self.x_r: self.images[img_rows], self.phi_r: self.texts[txt_rows],
+                self.x_w: self.images[wrong_img_rows], self.phi_w: self.texts[wrong_txt_rows]}
 
-    def e_step(self, img_rows: np.ndarray, txt_rows: np.ndarray, wrong: np.ndarray) -> None:
-        """One E-step over index arrays [iters, critic_steps + 1, B], as `Trainer.e_step` takes them."""
+    def e_step(self, *rows: np.ndarray) -> None:
+        """One E-step over the four index arrays [iters, critic_steps + 1, B], as `Trainer.e_step` takes them."""
         k = self.cfg.critic_steps
-        for i in range(img_rows.shape[0]):
+        for i in range(rows[0].shape[0]):
             for j in range(k):
-                self.session.run([self.d_train, self.d_loss, self.g_loss],
-                                 self._feed(img_rows[i, j], txt_rows[i, j], wrong[i, j]))
-            self.session.run([self.g_train, self.g_loss], self._feed(img_rows[i, k], txt_rows[i, k], wrong[i, k]))
+                self.session.run([self.d_train, self.d_loss, self.g_loss], self._feed(*(a[i, j] for a in rows)))
+            self.session.run([self.g_train, self.g_loss], self._feed(*(a[i, k] for a in rows)))
 
-    def m_step(self, img_rows: np.ndarray, txt_rows: np.ndarray, wrong: np.ndarray) -> None:
-        """One M-step over index arrays [iters, B]."""
-        for i in range(img_rows.shape[0]):
-            self.session.run([self.c_train, self.l_c], self._feed(img_rows[i], txt_rows[i], wrong[i]))
+    def m_step(self, *rows: np.ndarray) -> None:
+        """One M-step over the four index arrays [iters, B]."""
+        for i in range(rows[0].shape[0]):
+            self.session.run([self.c_train, self.l_c], self._feed(*(a[i] for a in rows)))

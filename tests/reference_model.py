@@ -147,64 +147,84 @@ def divergence(mu, s):
 
 
 def csem_triplet(theta_r, theta_w, anchor):
-    """Released L_C = softplus(mean cos(theta_w, c) - mean cos(theta_r, c)) and its gradients."""
+    """Released L_C = softplus(mean cos(theta_w, c) - mean cos(theta_r, c)) and its gradients on theta_r,
+    theta_w and the anchor c. theta_w None: without the wrong half, softplus(-mean cos(theta_r, c))."""
     n = theta_r.shape[0]
     cos_r, dr_theta, dr_anchor = cosine(theta_r, anchor)
-    cos_w, dw_theta, dw_anchor = cosine(theta_w, anchor)
+    if theta_w is None:
+        cos_w, dw_theta, dw_anchor = np.zeros(n), np.zeros((0, theta_r.shape[1])), 0.0
+    else:
+        cos_w, dw_theta, dw_anchor = cosine(theta_w, anchor)
     delta = cos_w.mean() - cos_r.mean()
     k = sigmoid(delta) / n
     return softplus(delta), -k * dr_theta, k * dw_theta, k * (dw_anchor - dr_anchor)
 
 
 def generator_side(w, phi_r, phi_w, x_r, x_w, eps, z, *, mm_reg_coeff=2.0, kl_div_coefficient=1.0,
-                   triplet_coeff=1.0, adv_coeff=1.0):
-    """Released L_G for one batch and its gradients on the text encoder and generator.
+                   triplet_coeff=1.0, adv_coeff=1.0, wrong_branch=True):
+    """Released L_G for one batch and its gradients on the text encoder and generator (`grads`) and,
+    for joint training, L_C's gradients on the CSEM (`csem_grads`).
 
     eps, z: [2n, .]; the first n rows are the correct half's noise, the last n the wrong half's.
-    Returns ([L_G, R, L_C, (div_r + div_w) / 2], grads).
+    wrong_branch=False: no wrong half: R = mean ||g_r - x_r||_1, L_C = softplus(-mean cos(theta_r, c_r)),
+    the divergence of the correct half alone, and only the first n noise rows are used.
+    Returns ([L_G, R, L_C, divergence], grads, csem_grads).
     """
     n = phi_r.shape[0]
-    c, mu, s, enc = encoder_forward(w, np.concatenate([phi_r, phi_w]), eps)
-    g, gen = generator_forward(w, c, z)
+    rows = 2 * n if wrong_branch else n
+    phi = np.concatenate([phi_r, phi_w]) if wrong_branch else phi_r
+    c, mu, s, enc = encoder_forward(w, phi, eps[:rows])
+    g, gen = generator_forward(w, c, z[:rows])
     g_r = g[:n]
     d_fake, crit = critic_forward(w, g_r, phi_r)
     theta, csem = csem_forward(w, g)
-    l_c, dtheta_r, dtheta_w, danchor = csem_triplet(theta[:n], theta[n:], c[:n])
-    r = np.abs(g_r - x_r).sum(axis=1).mean() - np.abs(g_r - x_w).sum(axis=1).mean() + MARGIN
+    l_c, dtheta_r, dtheta_w, danchor = csem_triplet(theta[:n], theta[n:] if wrong_branch else None, c[:n])
+    r = np.abs(g_r - x_r).sum(axis=1).mean()
+    dr = np.sign(g_r - x_r) / n
+    if wrong_branch:
+        r += MARGIN - np.abs(g_r - x_w).sum(axis=1).mean()
+        dr -= np.sign(g_r - x_w) / n
     div_r, dmu_r, ds_r = divergence(mu[:n], s[:n])
-    div_w, dmu_w, ds_w = divergence(mu[n:], s[n:])
-    loss = -adv_coeff * d_fake.mean() + triplet_coeff * l_c + mm_reg_coeff * r \
-        + kl_div_coefficient * (div_r + div_w) / 2.0
+    div, dmu, ds = div_r, dmu_r, ds_r
+    if wrong_branch:
+        div_w, dmu_w, ds_w = divergence(mu[n:], s[n:])
+        div, dmu, ds = (div_r + div_w) / 2.0, np.concatenate([dmu_r, dmu_w]) / 2, np.concatenate([ds_r, ds_w]) / 2
+    loss = -adv_coeff * d_fake.mean() + triplet_coeff * l_c + mm_reg_coeff * r + kl_div_coefficient * div
 
-    frozen = {}  # gradients on the critic and CSEM weights, which this step does not apply
-    dg = triplet_coeff * csem_backward(csem, np.concatenate([dtheta_r, dtheta_w]), frozen)
-    dg[:n] += critic_backward(crit, np.full(n, -adv_coeff / n), frozen)
-    dg[:n] += mm_reg_coeff * (np.sign(g_r - x_r) - np.sign(g_r - x_w)) / n
+    # L_C's own gradients on the CSEM (what joint training applies) and the critic's, never applied here.
+    csem_grads, critic_grads = {}, {}
+    dg = triplet_coeff * csem_backward(csem, np.concatenate([dtheta_r, dtheta_w]), csem_grads)
+    dg[:n] += critic_backward(crit, np.full(n, -adv_coeff / n), critic_grads)
+    dg[:n] += mm_reg_coeff * dr
     grads = {}
     dc = generator_backward(gen, dg, grads)
     dc[:n] += triplet_coeff * danchor
-    half = kl_div_coefficient / 2.0
-    encoder_backward(enc, dc, half * np.concatenate([dmu_r, dmu_w]), half * np.concatenate([ds_r, ds_w]), grads)
-    return np.array([loss, r, l_c, (div_r + div_w) / 2.0]), grads
+    encoder_backward(enc, dc, kl_div_coefficient * dmu, kl_div_coefficient * ds, grads)
+    return np.array([loss, r, l_c, div]), grads, csem_grads
 
 
-def csem_side(w, phi_r, phi_w, eps, z):
-    """Released L_C of the M-step and its gradients on the CSEM (eps, z as in `generator_side`)."""
+def csem_side(w, phi_r, phi_w, eps, z, wrong_branch=True):
+    """Released L_C of the M-step and its gradients on the CSEM (eps, z, wrong_branch as in `generator_side`)."""
     n = phi_r.shape[0]
-    c, _, _, _ = encoder_forward(w, np.concatenate([phi_r, phi_w]), eps)
-    g, _ = generator_forward(w, c, z)
+    rows = 2 * n if wrong_branch else n
+    c, _, _, _ = encoder_forward(w, np.concatenate([phi_r, phi_w]) if wrong_branch else phi_r, eps[:rows])
+    g, _ = generator_forward(w, c, z[:rows])
     theta, csem = csem_forward(w, g)
-    l_c, dtheta_r, dtheta_w, _ = csem_triplet(theta[:n], theta[n:], c[:n])
+    l_c, dtheta_r, dtheta_w, _ = csem_triplet(theta[:n], theta[n:] if wrong_branch else None, c[:n])
     grads = {}
     csem_backward(csem, np.concatenate([dtheta_r, dtheta_w]), grads)
     return l_c, grads
 
 
-def critic_side(w, g_r, x_r, x_w, phi_r):
-    """Released L_D = (mean D(g_r) + mean D(x_w)) / 2 - mean D(x_r), all against phi_r, and its gradients."""
+def critic_side(w, g_r, x_r, x_w, phi_r, wrong_branch=True):
+    """Released L_D = (mean D(g_r) + mean D(x_w)) / 2 - mean D(x_r), all against phi_r, and its gradients.
+
+    wrong_branch=False: mean D(g_r) - mean D(x_r).
+    """
     n = phi_r.shape[0]
     grads, loss = {}, 0.0
-    for x, weight in ((g_r, 0.5), (x_w, 0.5), (x_r, -1.0)):
+    terms = ((g_r, 0.5), (x_w, 0.5), (x_r, -1.0)) if wrong_branch else ((g_r, 1.0), (x_r, -1.0))
+    for x, weight in terms:
         scores, cache = critic_forward(w, x, phi_r)
         loss += weight * scores.mean()
         critic_backward(cache, np.full(n, weight / n), grads)

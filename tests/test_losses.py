@@ -140,3 +140,23 @@ def test_generator_loss_defaults_are_the_released_weights(rng):
     got = losses.generator_loss(tf.constant(d_fake), 0.7, -1.3, 0.4, 0.9, mm_reg_coeff=2.0, kl_div_coefficient=1.0)
     expected = -d_fake64.mean() + 0.7 + 2.0 * -1.3 + 1.0 * (0.4 + 0.9) / 2.0
     np.testing.assert_allclose(float(got), expected, rtol=RTOL)
+
+
+# --- without the wrong-class branch (`wrong_branch: false`): the wrong half is None ---------------------
+def test_losses_without_the_wrong_half(rng):
+    (d_fake, d_fake64), (d_real, d_real64) = _f32(rng, B, 1), _f32(rng, B, 1)
+    np.testing.assert_allclose(float(losses.critic_loss(d_fake, None, d_real)), d_fake64.mean() - d_real64.mean(),
+                               rtol=RTOL)
+    (g, g64), (xr, xr64) = _f32(rng, B, I), _f32(rng, B, I)
+    l1 = np.abs(g64 - xr64).sum(axis=1).mean()  # no margin and no negative term: never below zero
+    np.testing.assert_allclose(float(losses.max_margin(g, xr, None)), l1, rtol=RTOL)
+    np.testing.assert_allclose(float(losses.max_margin(g, xr, None, hinge=True)), l1, rtol=RTOL)
+    (tr, tr64), (c, c64) = _f32(rng, B, E), _f32(rng, B, E)
+    cos_r = _np_cos(tr64, c64)
+    np.testing.assert_allclose(float(losses.csem_loss(tr, None, c)), _np_softplus(-cos_r.mean()), rtol=RTOL)
+    np.testing.assert_allclose(float(losses.csem_loss(tr, None, c, per_sample=True)), _np_softplus(-cos_r).mean(),
+                               rtol=RTOL)
+    got = losses.generator_loss(tf.constant(d_fake), 0.7, 1.3, 0.4, None, mm_reg_coeff=2.0, kl_div_coefficient=3.0)
+    np.testing.assert_allclose(float(got), -d_fake64.mean() + 0.7 + 2.0 * 1.3 + 3.0 * 0.4, rtol=RTOL)
+    assert float(losses.mean_divergence(tf.constant(0.4), None)) == pytest.approx(0.4)
+    assert float(losses.mean_divergence(tf.constant(0.4), tf.constant(0.9))) == pytest.approx(0.65)

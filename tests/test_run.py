@@ -10,6 +10,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from main import main
@@ -247,3 +248,22 @@ def test_bad_dataset_stops_the_command_with_one_line(tmp_path, capsys, case):
     err = capsys.readouterr().err.strip().splitlines()
     assert rc == 2 and len(err) == 1 and err[0].startswith("error: ") and culprit in err[0]
     assert not out.exists()  # nothing written for a run that never started
+
+
+def test_experiment_switches_run_and_resume_identically(tmp_path):
+    # Joint training, the k-means wrong class (its draws are in the sampler state), and the slides'
+    # ablations without the wrong-class branch and without R and the triplet loss, all at once.
+    switches = ["--training", "joint", "--wrong_class", "kmeans", "--kmeans_clusters", "4", "--wrong_branch",
+                "false", "--mm_reg_coeff", "0", "--triplet_coeff", "0"]
+    fast = ["--e_step_iters", "5", "--m_step_iters", "5", "--batch_size", "8", *switches]
+    rc1, a = run_main(tmp_path, "a", "--rounds", "2", *fast)
+    rc2, b = run_main(tmp_path, "b", "--rounds", "1", *fast)
+    assert rc1 == rc2 == 0
+    assert main(["--resume", str(b), "--rounds", "2", "--data_root", str(tmp_path / "datasets"),
+                 "--results_root", str(tmp_path / "results")]) == 0
+    recs = records(a)
+    assert without_times(records(b)) == without_times(recs)
+    for r in recs:
+        assert all(np.isfinite(v) for v in r["losses"].values())
+    # No M-step: the CSEM's loss is the joint steps' L_C.
+    assert all(r["losses"]["L_C_M"] == r["losses"]["L_C"] for r in recs)

@@ -212,3 +212,126 @@ def test_wrong_pairing_released_shift_and_distinct_option():
     assert wrong_pairing(cls, distinct=True).tolist() == [[3, 3, 1, 2], [3, 0, 1, 2]]
     padded = np.array([[5, -1, -1]])
     assert wrong_pairing(padded, distinct=True).tolist() == [[2, 0, 0]]
+
+
+# ---- the wrong class of each row (`wrong_class`) ---------------------------------------------------
+COUNTS = [3, 1, 4, 2, 5, 2, 3, 1, 2, 4]  # ten classes
+
+
+def _texts(n=len(COUNTS), dim=6, seed=3):
+    return np.random.default_rng(seed).standard_normal((n, dim))
+
+
+def _sampler(mode, counts=COUNTS, batch_size=4, seed=5, **kwargs):
+    kwargs.setdefault("class_texts", _texts(len(counts)))
+    return ClassBatchSampler(counts, batch_size, seed, wrong_class=mode, **kwargs)
+
+
+@pytest.mark.parametrize("distinct", [False, True])
+def test_shift_and_distinct_wrong_pairs_are_rows_of_the_same_batch(distinct):
+    from zscrgan.data.sampler import wrong_pairing
+    sampler = _sampler("distinct" if distinct else "shift")
+    cls, img = sampler.schedule(12)  # 10 classes, B = 4: every third batch has two padded rows
+    assert np.any(cls < 0)
+    wrong_cls, wrong_img = sampler.wrong_pairs(cls, img)
+    rows = wrong_pairing(cls, distinct=distinct)
+    for b in range(len(cls)):
+        assert wrong_cls[b].tolist() == [cls[b, j] for j in rows[b]]
+        assert wrong_img[b].tolist() == [img[b, j] for j in rows[b]]
+
+
+@pytest.mark.parametrize("mode", ["random", "similar_text", "kmeans"])
+def test_batches_do_not_depend_on_wrong_class(mode):
+    a, b = _sampler("shift"), _sampler(mode)
+    for _ in range(3):
+        sa, sb = a.schedule(7), b.schedule(7)
+        b.wrong_pairs(*sb)  # drawing wrong pairs leaves the batch stream alone
+        np.testing.assert_array_equal(sa[0], sb[0])
+        np.testing.assert_array_equal(sa[1], sb[1])
+
+
+def test_random_wrong_class_is_a_uniform_other_class_and_a_uniform_image():
+    sampler = _sampler("random", seed=8)
+    cls, img = sampler.schedule(3000)
+    wrong_cls, wrong_img = sampler.wrong_pairs(cls, img)
+    real = cls >= 0
+    assert np.all(wrong_cls[~real] == -1) and np.all(wrong_img[~real] == -1)
+    assert not np.any(wrong_cls[real] == cls[real])
+    counts = np.asarray(COUNTS)
+    assert np.all((0 <= wrong_img[real]) & (wrong_img[real] < counts[wrong_cls[real]]))
+    # Per row class c, every other class about equally often: (rows of c) / 9 each.
+    for c in range(len(COUNTS)):
+        seen = np.bincount(wrong_cls[cls == c], minlength=len(COUNTS))
+        assert seen[c] == 0
+        expected = np.sum(cls == c) / (len(COUNTS) - 1)
+        assert np.all(np.abs(np.delete(seen, c) - expected) < 5 * np.sqrt(expected))
+    # And every image of class 4 (5 images) about equally often.
+    uses = np.bincount(wrong_img[wrong_cls == 4], minlength=5)
+    assert np.all(np.abs(uses - uses.mean()) < 5 * np.sqrt(uses.mean()))
+
+
+def test_similar_text_wrong_class_is_the_other_class_of_highest_text_cosine():
+    texts = _texts()
+    # Independently: cosines by plain Python sums over the vectors.
+    def cos(a, b):
+        return sum(x * y for x, y in zip(a, b)) / (sum(x * x for x in a) * sum(y * y for y in b)) ** 0.5
+    nearest = [max((j for j in range(len(texts)) if j != c), key=lambda j: cos(texts[c], texts[j]))
+               for c in range(len(texts))]
+    sampler = _sampler("similar_text", class_texts=3.0 * texts)  # cosine: the scale of the texts is irrelevant
+    cls, img = sampler.schedule(200)
+    wrong_cls, wrong_img = sampler.wrong_pairs(cls, img)
+    real = cls >= 0
+    assert wrong_cls[real].tolist() == [nearest[c] for c in cls[real]]
+    assert np.all(wrong_cls[~real] == -1)
+    assert np.all(wrong_img[real] < np.asarray(COUNTS)[wrong_cls[real]])
+
+
+def _grouped_texts(groups, dim=8, seed=4):
+    """Texts in tight groups around orthogonal directions: groups[c] is class c's group."""
+    r = np.random.default_rng(seed)
+    return np.eye(dim)[groups] + 0.01 * r.standard_normal((len(groups), dim))
+
+
+def test_kmeans_finds_well_separated_groups():
+    from zscrgan.data.sampler import kmeans
+    groups = np.array([0, 1, 2, 0, 1, 2, 2, 0, 1, 2])
+    labels = kmeans(_grouped_texts(groups), 3, np.random.default_rng(0))
+    # The same partition, up to the clusters' names.
+    assert len({(g, l) for g, l in zip(groups, labels)}) == 3 == len(set(labels))
+
+
+def test_kmeans_wrong_class_comes_from_the_rows_text_cluster():
+    groups = np.array([0, 1, 2, 0, 1, 2, 2, 0, 1, 3])  # class 9 alone in its cluster
+    sampler = _sampler("kmeans", class_texts=_grouped_texts(groups), kmeans_clusters=4, seed=2)
+    cls, img = sampler.schedule(2000)
+    wrong_cls, _ = sampler.wrong_pairs(cls, img)
+    for c in range(len(COUNTS)):
+        chosen = set(wrong_cls[cls == c].tolist())
+        mates = {j for j in range(len(COUNTS)) if groups[j] == groups[c] and j != c}
+        # Each mate is drawn; a class alone in its cluster draws from every other class.
+        assert chosen == (mates or set(range(len(COUNTS))) - {c})
+
+
+@pytest.mark.parametrize("mode", ["random", "kmeans"])
+def test_wrong_pairs_resume_identically_from_a_saved_state(mode):
+    original = _sampler(mode)
+    original.wrong_pairs(*original.schedule(9))
+    saved = json.loads(json.dumps(original.state_dict()))
+    resumed = _sampler(mode, seed=77)
+    resumed.load_state_dict(saved)
+    for _ in range(2):
+        a, b = original.schedule(5), resumed.schedule(5)
+        np.testing.assert_array_equal(original.wrong_pairs(*a), resumed.wrong_pairs(*b))
+
+
+def test_wrong_class_choices_refuse_what_they_cannot_do():
+    with pytest.raises(UserError, match="wrong_class"):
+        _sampler("shift").load_state_dict(_sampler("random").state_dict())
+    with pytest.raises(UserError, match="at least 2 seen classes"):
+        _sampler("random", counts=[3])
+    # A state saved before wrong_class existed is a shift sampler's.
+    old = _sampler("shift").state_dict()
+    del old["wrong_class"], old["wrong_rng"]
+    _sampler("shift").load_state_dict(old)
+    with pytest.raises(UserError, match="wrong_class"):
+        _sampler("random").load_state_dict(old)

@@ -31,15 +31,19 @@ def _packed():
     return PackedFeatures.from_classes(images, texts)
 
 
-def _rows(packed, cls, img, wrong=None):
-    """Index arrays for batches of (class, image-within-class); `wrong[i]`: the row whose text and image
-    row i takes as its wrong pair (default: the released shift, the previous row)."""
+def _rows(packed, cls, img, wrong_cls=None, wrong_img=None):
+    """The four index arrays of batches of (class, image-within-class) and their wrong pairs' (class -1:
+    a padded row); without wrong pairs, the released shift: each row pairs with the previous row."""
     cls, img = np.asarray(cls), np.asarray(img)
-    img_rows = np.where(cls >= 0, packed.class_offsets[np.maximum(cls, 0)] + img, packed.image_pad_row)
-    txt_rows = np.where(cls >= 0, cls, packed.text_pad_row)
-    if wrong is None:
-        wrong = np.broadcast_to((np.arange(cls.shape[-1]) - 1) % cls.shape[-1], cls.shape)
-    return tuple(tf.constant(a, tf.int32) for a in (img_rows, txt_rows, wrong))
+    if wrong_cls is None:
+        wrong_cls, wrong_img = np.roll(cls, 1, axis=-1), np.roll(img, 1, axis=-1)
+    wrong_cls, wrong_img = np.asarray(wrong_cls), np.asarray(wrong_img)
+
+    def index(c, i):
+        return (np.where(c >= 0, packed.class_offsets[np.maximum(c, 0)] + i, packed.image_pad_row),
+                np.where(c >= 0, c, packed.text_pad_row))
+
+    return tuple(tf.constant(a, tf.int32) for a in index(cls, img) + index(wrong_cls, wrong_img))
 
 
 def _schedule(packed, shape, seed=0):
@@ -115,9 +119,9 @@ def test_critic_step_equals_a_numpy_rmsprop_step_on_l_d(packed):
     w1, b1, w2, b2 = (v.numpy().astype(np.float64) for v in (critic.fc1.kernel, critic.fc1.bias,
                                                              critic.fc2.kernel, critic.fc2.bias))
     images, texts = packed.images.numpy().astype(np.float64), packed.texts.numpy().astype(np.float64)
-    img_rows, txt_rows, wrong = (a.numpy() for a in _rows(packed, *ONE_BATCH))
+    img_rows, txt_rows, _, _ = (a.numpy() for a in _rows(packed, *ONE_BATCH))
     x_r, phi_r = images[img_rows], texts[txt_rows]
-    x_w = x_r[wrong]  # row i's wrong image is row i-1's
+    x_w = np.roll(x_r, 1, axis=0)  # row i's wrong image is row i-1's
     u = np.concatenate([np.concatenate([x, phi_r], axis=1) for x in (np.zeros_like(x_r), x_w, x_r)])
     weight = np.concatenate([np.full(B, 0.5 / B), np.full(B, 0.5 / B), np.full(B, -1.0 / B)])
     pre = u @ w1 + b1
@@ -223,13 +227,14 @@ def test_e_step_is_reproducible_for_a_seed(packed):
 
 
 # --- Steps against the independent numpy model (tests/reference_model.py) ----------------------------
-# Batches (classes, images, wrong pairing) with a zero-padded row (class -1). The first has the released
-# shift pairing: row 3's wrong pair is the padded row 2, and row 0's is row 3. Under the shift the wrong
-# rows are a permutation of the correct rows, so any loss averaged over a half alone (the divergence) is
-# the same on both halves; the second batch's pairing (the `distinct` one on a repeated class) is not a
-# permutation, so swapping the halves shows.
-BATCHES = {"shift": ([0, 2, -1, 1], [1, 3, -1, 0], [3, 0, 1, 2]),
-           "non_permutation": ([0, 0, -1, 1], [1, 2, -1, 0], [3, 3, 1, 2])}
+# Batches (classes, images, wrong classes, wrong images) with a zero-padded row (class -1). "shift" has
+# the released pairing: row 3's wrong pair is the padded row 2, and row 0's is row 3. Under the shift the
+# wrong rows are a permutation of the correct rows, so any loss averaged over one half alone (the
+# divergence) is the same on both halves; the other two batches' wrong rows are not: the `distinct`
+# pairing on a repeated class, and wrong classes from outside the batch (`random` and the like).
+BATCHES = {"shift": ([0, 2, -1, 1], [1, 3, -1, 0], [1, 0, 2, -1], [0, 1, 3, -1]),
+           "non_permutation": ([0, 0, -1, 1], [1, 2, -1, 0], [1, 1, 0, -1], [0, 0, 2, -1]),
+           "outside_batch": ([0, 2, -1, 1], [1, 3, -1, 0], [4, 3, -1, 4], [2, 1, -1, 0])}
 
 
 def _fixed_trainer(cfg):
@@ -249,12 +254,15 @@ def _fixed_trainer(cfg):
     return trainer, ref.model_weights(trainer.model), eps.astype(np.float64), z.astype(np.float64)
 
 
-def _numpy_batch(packed, cls, img, wrong):
+def _numpy_batch(packed, cls, img, wrong_cls, wrong_img):
     """x_r, phi_r, x_w, phi_w in float64, gathered by hand (padded rows are zeros)."""
     images, texts = packed.images.numpy().astype(np.float64), packed.texts.numpy().astype(np.float64)
-    x_r = np.stack([images[packed.class_offsets[c] + i] if c >= 0 else np.zeros(I) for c, i in zip(cls, img)])
-    phi_r = np.stack([texts[c] if c >= 0 else np.zeros(T) for c in cls])
-    return x_r, phi_r, x_r[wrong], phi_r[wrong]
+
+    def gather(classes, indices):
+        x = [images[packed.class_offsets[c] + i] if c >= 0 else np.zeros(I) for c, i in zip(classes, indices)]
+        return np.stack(x), np.stack([texts[c] if c >= 0 else np.zeros(T) for c in classes])
+
+    return gather(cls, img) + gather(wrong_cls, wrong_img)
 
 
 def _variables(trainer, *nets):
@@ -280,12 +288,12 @@ def test_variable_names_cover_the_model(packed):
 
 @pytest.mark.parametrize("batch", BATCHES)
 @pytest.mark.parametrize("coeffs", [{}, dict(mm_reg_coeff=0.7, kl_div_coefficient=1.9, triplet_coeff=0.4,
-                                             adv_coeff=1.3)])
+                                             adv_coeff=1.3), dict(mm_reg_coeff=0.0, triplet_coeff=0.0)])
 def test_generator_step_equals_numpy_forward_backward_and_tf1_rmsprop(packed, coeffs, batch):
     cfg = _cfg(generator_lr=0.01, **coeffs)
     trainer, w, eps, z = _fixed_trainer(cfg)
     x_r, phi_r, x_w, phi_w = _numpy_batch(packed, *BATCHES[batch])
-    expected_out, grads = ref.generator_side(w, phi_r, phi_w, x_r, x_w, eps, z, **coeffs)
+    expected_out, grads, _ = ref.generator_side(w, phi_r, phi_w, x_r, x_w, eps, z, **coeffs)
     out = trainer.generator_step(packed.images, packed.texts, *_rows(packed, *BATCHES[batch])).numpy()
     np.testing.assert_allclose(out, expected_out, rtol=1e-4)  # [L_G, R, L_C, divergence]
     expected = {k: ref.rmsprop_tf1(w[k], g, cfg.generator_lr) for k, g in grads.items()}
@@ -328,8 +336,9 @@ def test_critic_step_scores_the_generated_rows(packed, batch):
     assert np.abs(grads[name] - without_fake[name]).max() > 0.01
 
 
-def test_e_step_runs_critic_batches_then_the_generator_batch(packed):
-    cfg = _cfg(critic_steps=3)
+@pytest.mark.parametrize("training", ["em", "joint"])
+def test_e_step_runs_critic_batches_then_the_generator_batch(packed, training):
+    cfg = _cfg(critic_steps=3, training=training)
     trainer = Trainer(cfg, I, T)
     iters = 4
     log, calls = tf.Variable(tf.fill([64], -1)), tf.Variable(0)
@@ -343,12 +352,13 @@ def test_e_step_runs_critic_batches_then_the_generator_batch(packed):
         return step
 
     trainer.critic_step = recorder(0, lambda tag: tag)
-    trainer.generator_step = recorder(1, lambda tag: tf.fill([4], tag))
+    # Under joint training the generator side's batch goes to the joint step (which also moves the CSEM).
+    setattr(trainer, "joint_step" if training == "joint" else "generator_step", recorder(1, lambda tag: tf.fill([4], tag)))
     shape = (iters, cfg.critic_steps + 1, B)
     slot = 10 * np.arange(iters)[:, None] + np.arange(cfg.critic_steps + 1)[None, :]
     img_rows = np.broadcast_to(slot[..., None], shape)
     out = trainer.e_step(packed.images, packed.texts, *(tf.constant(a, tf.int32) for a in (
-        img_rows, np.zeros(shape), np.zeros(shape)))).numpy()
+        img_rows, np.zeros(shape), np.zeros(shape), np.zeros(shape)))).numpy()
 
     expected = [kind * 1000 + 10 * i + j for i in range(iters)
                 for kind, j in [(0, j) for j in range(cfg.critic_steps)] + [(1, cfg.critic_steps)]]
@@ -357,3 +367,46 @@ def test_e_step_runs_critic_batches_then_the_generator_batch(packed):
     # The phase means: L_D over iters x critic_steps critic batches, the rest over iters generator batches.
     np.testing.assert_allclose(out[0], slot[:, :-1].mean(), rtol=1e-6)
     np.testing.assert_allclose(out[1:], slot[:, -1].mean(), rtol=1e-6)
+
+
+def _step_against_numpy(packed, step, batch, **overrides):
+    """Run one `step` ("critic", "generator", "csem" or "joint") of a fixed trainer on one batch; check its
+    output and the moved weights against the numpy model. Returns the numpy model's output."""
+    cfg = _cfg(generator_lr=0.01, discriminator_lr=0.01, clip_val=10.0, **overrides)
+    trainer, w, eps, z = _fixed_trainer(cfg)
+    x_r, phi_r, x_w, phi_w = _numpy_batch(packed, *BATCHES[batch])
+    wrong_branch = cfg.wrong_branch
+    expected = {}
+    if step == "critic":
+        c_r, _, _, _ = ref.encoder_forward(w, phi_r, eps[:B])
+        g_r, _ = ref.generator_forward(w, c_r, z[:B])
+        out, grads = ref.critic_side(w, g_r, x_r, x_w, phi_r, wrong_branch=wrong_branch)
+        expected.update({k: ref.rmsprop_tf1(w[k], g, cfg.discriminator_lr) for k, g in grads.items()})
+    elif step == "csem":
+        out, grads = ref.csem_side(w, phi_r, phi_w, eps, z, wrong_branch=wrong_branch)
+        expected.update({k: ref.adam_tf1_first_step(w[k], g, cfg.CSEM_lr) for k, g in grads.items()})
+    else:
+        out, grads, csem_grads = ref.generator_side(w, phi_r, phi_w, x_r, x_w, eps, z, wrong_branch=wrong_branch)
+        expected.update({k: ref.rmsprop_tf1(w[k], g, cfg.generator_lr) for k, g in grads.items()})
+        if step == "joint":  # the CSEM moves on L_C's gradient at the same weights and forward pass
+            expected.update({k: ref.adam_tf1_first_step(w[k], g, cfg.CSEM_lr) for k, g in csem_grads.items()})
+    got = getattr(trainer, f"{step}_step")(packed.images, packed.texts, *_rows(packed, *BATCHES[batch])).numpy()
+    np.testing.assert_allclose(got, out, rtol=1e-4)
+    variables = ref.model_variables(trainer.model)
+    _assert_moved_as({k: variables[k] for k in expected}, w, expected)
+    for name in set(variables) - set(expected):
+        np.testing.assert_array_equal(variables[name].numpy(), w[name], err_msg=name)
+    return out
+
+
+@pytest.mark.parametrize("step", ["critic", "generator", "csem"])
+def test_steps_without_the_wrong_branch_equal_numpy(packed, step):
+    with_branch = _step_against_numpy(packed, step, "outside_batch")
+    without = _step_against_numpy(packed, step, "outside_batch", wrong_branch=False)
+    assert not np.allclose(with_branch, without, rtol=1e-3)
+
+
+@pytest.mark.parametrize("batch", ["shift", "outside_batch"])
+def test_joint_step_updates_generator_side_and_csem_from_one_forward_pass(packed, batch):
+    joint = _step_against_numpy(packed, "joint", batch, training="joint")
+    np.testing.assert_allclose(joint, _step_against_numpy(packed, "generator", batch), rtol=1e-6)

@@ -37,11 +37,12 @@ CHOICES = {
     "input_scaling": ("none", "l2_sqrt_dim", "seen_rms"),
     "divergence": ("released", "kl"),
     "triplet": ("batch_mean", "per_sample"),
-    "wrong_class": ("shift", "distinct"),
+    "wrong_class": ("shift", "distinct", "random", "similar_text", "kmeans"),
+    "training": ("em", "joint"),
 }
 # Keys that must be strictly positive; the rest of the numeric keys must be non-negative.
 POSITIVE = {"batch_size", "gf_dim", "df_dim", "embed_dim", "z_dim", "top_k", "eval_draws",
-            "e_step_iters", "m_step_iters", "critic_steps"}
+            "e_step_iters", "m_step_iters", "critic_steps", "kmeans_clusters"}
 
 # Limits that turn a mistyped number into one clear line instead of a hang, an overflow in training
 # or an exhausted memory (README, "Limits").

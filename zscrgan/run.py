@@ -31,7 +31,7 @@ from zscrgan.config import check_model_size, to_plain
 from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
 from zscrgan.data.safe_pickle import dump_pickle
-from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows, wrong_pairing
+from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows
 from zscrgan.data.scaling import scale_modality, scaling_record
 from zscrgan.errors import UserError, brief
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
@@ -218,8 +218,10 @@ class Run:
             self.data = prepare_data(cfg, data_root)
             check_model_size(cfg, self.data.image_dim, self.data.text_dim)
             self.trainer = Trainer(cfg, self.data.image_dim, self.data.text_dim)
-        self.sampler = ClassBatchSampler(self.data.packed.images_per_class.tolist(), cfg.batch_size, cfg.seed,
-                                         pad_short_batches=cfg.pad_short_batches)
+        packed = self.data.packed
+        self.sampler = ClassBatchSampler(packed.images_per_class.tolist(), cfg.batch_size, cfg.seed,
+                                         pad_short_batches=cfg.pad_short_batches, wrong_class=cfg.wrong_class,
+                                         class_texts=packed.texts.numpy()[:-1], kmeans_clusters=cfg.kmeans_clusters)
         self.full_state = tf.train.Checkpoint(trainer=self.trainer)
         self.weights = tf.train.Checkpoint(model=self.trainer.model)
         self.best = Best()
@@ -315,18 +317,25 @@ class Run:
         return out
 
     def _schedule(self):
-        """The next E-step and M-step batches as index arrays, drawn in the released order."""
+        """The next E-step and M-step batches as index arrays, drawn in the released order.
+
+        Under `training: joint` there is no M-step, and its batches are None.
+        """
         cfg, packed = self.cfg, self.data.packed
         e_shape = (cfg.e_step_iters, cfg.critic_steps + 1, cfg.batch_size)
-        steps = [(e_shape, cfg.e_step_iters * (cfg.critic_steps + 1)), ((cfg.m_step_iters, cfg.batch_size), cfg.m_step_iters)]
+        steps = [(e_shape, cfg.e_step_iters * (cfg.critic_steps + 1))]
+        if cfg.training == "em":
+            steps.append(((cfg.m_step_iters, cfg.batch_size), cfg.m_step_iters))
         out = []
         for shape, n in steps:
             cls, img = self.sampler.schedule(n)
+            wrong_cls, wrong_img = self.sampler.wrong_pairs(cls, img)
             out.append(tuple(tf.constant(a.reshape(shape), tf.int32) for a in (
                 to_rows(cls, img, packed.class_offsets, packed.image_pad_row),
                 text_rows(cls, packed.text_pad_row),
-                wrong_pairing(cls, distinct=cfg.wrong_class == "distinct"))))
-        return out
+                to_rows(wrong_cls, wrong_img, packed.class_offsets, packed.image_pad_row),
+                text_rows(wrong_cls, packed.text_pad_row))))
+        return out if len(out) == 2 else out + [None]
 
     def _write_retrievals(self, retrieved: np.ndarray, score: float) -> Path:
         """The retrieval file into the run folder, and a copy to the released path if no file is there."""
@@ -451,9 +460,13 @@ class Run:
                 e_batches, m_batches = self._schedule()
                 e_out = self.trainer.e_step(packed.images, packed.texts, *e_batches, chunk_iters=self._e_chunk,
                                             stop=stop.between_chunks("E-step", cfg.e_step_iters))
-                l_c_m = None if stop.requested else self.trainer.m_step(
-                    packed.images, packed.texts, *m_batches, chunk_iters=CHUNK_STEPS,
-                    stop=stop.between_chunks("M-step", cfg.m_step_iters))
+                l_c_m = None
+                if e_out is not None:
+                    if m_batches is None:  # joint training: the CSEM was updated on L_C within the E-step
+                        l_c_m = e_out[3]
+                    elif not stop.requested:
+                        l_c_m = self.trainer.m_step(packed.images, packed.texts, *m_batches, chunk_iters=CHUNK_STEPS,
+                                                    stop=stop.between_chunks("M-step", cfg.m_step_iters))
                 if l_c_m is None:  # the last checkpoint still holds the previous round: resume repeats this one
                     stop_reason = (f"interrupted (Ctrl-C) in round {self.round + 1}, {stop.where or 'between phases'}; "
                                    "that round was not kept")

@@ -63,11 +63,13 @@ class Trainer(tf.Module):
         self._train_critic = cfg.adv_coeff > 0
 
     # --- one batch ---------------------------------------------------------------------------------
+    # A batch is four index arrays of shape [B]: image and text rows of the packed matrices for each
+    # row (img_rows, txt_rows) and for its wrong pair (wrong_img_rows, wrong_txt_rows).
     @staticmethod
-    def _batch(images, texts, img_rows, txt_rows, wrong):
-        x_r = tf.gather(images, img_rows)
-        phi_r = tf.gather(texts, txt_rows)
-        return x_r, phi_r, tf.gather(x_r, wrong), tf.gather(phi_r, wrong)
+    def _batch(images, texts, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows):
+        """x_r, phi_r, x_w, phi_w: the rows' real images and first texts, and their wrong pairs'."""
+        return (tf.gather(images, img_rows), tf.gather(texts, txt_rows),
+                tf.gather(images, wrong_img_rows), tf.gather(texts, wrong_txt_rows))
 
     def _noise(self, n):
         """The text encoder's eps (truncated normal) and the generator's z for n rows."""
@@ -78,29 +80,51 @@ class Trainer(tf.Module):
 
         Both halves go through the text encoder and the generator as one stacked batch: the same
         per-row computation as two calls, with one weight-gradient product per layer instead of two.
+        Without the wrong-class branch only the correct half is computed (the "_w" entries are empty).
         """
         n = tf.shape(phi_r)[0]
-        eps, z = self._noise(2 * n)
-        c, mu, s = self.model.encoder(tf.concat([phi_r, phi_w], axis=0), eps)
+        phi = tf.concat([phi_r, phi_w], axis=0) if self.cfg.wrong_branch else phi_r
+        eps, z = self._noise(tf.shape(phi)[0])
+        c, mu, s = self.model.encoder(phi, eps)
         g = self.model.generator(c, z)
         return dict(c_r=c[:n], mu_r=mu[:n], s_r=s[:n], mu_w=mu[n:], s_w=s[n:], g=g, g_r=g[:n], g_w=g[n:])
 
     def _csem_loss(self, f):
         theta = self.model.csem(f["g"])  # correct and wrong halves in one call, as in `_forward`
         n = tf.shape(f["c_r"])[0]
-        return losses.csem_loss(theta[:n], theta[n:], f["c_r"], per_sample=self.cfg.triplet == "per_sample")
+        theta_w = theta[n:] if self.cfg.wrong_branch else None
+        return losses.csem_loss(theta[:n], theta_w, f["c_r"], per_sample=self.cfg.triplet == "per_sample")
 
-    def critic_step(self, images, texts, img_rows, txt_rows, wrong):
-        """One critic update on one batch, then weight clipping. Returns L_D."""
-        x_r, phi_r, x_w, _ = self._batch(images, texts, img_rows, txt_rows, wrong)
+    def _generator_side_loss(self, x_r, phi_r, x_w, phi_w):
+        """L_G on one batch (run under a tape). Returns L_G, L_C and [L_G, R, L_C, divergence]."""
+        cfg = self.cfg
+        wrong = cfg.wrong_branch
+        textbook_div = cfg.divergence == "kl"
+        f = self._forward(phi_r, phi_w)
+        l_c = self._csem_loss(f)
+        r = losses.max_margin(f["g_r"], x_r, x_w if wrong else None, hinge=cfg.r_hinge)
+        div_r = losses.divergence(f["mu_r"], f["s_r"], textbook=textbook_div)
+        div_w = losses.divergence(f["mu_w"], f["s_w"], textbook=textbook_div) if wrong else None
+        loss = losses.generator_loss(self.model.critic(f["g_r"], phi_r), l_c, r, div_r, div_w,
+                                     mm_reg_coeff=cfg.mm_reg_coeff, kl_div_coefficient=cfg.kl_div_coefficient,
+                                     triplet_coeff=cfg.triplet_coeff, adv_coeff=cfg.adv_coeff)
+        return loss, l_c, tf.stack([loss, r, l_c, losses.mean_divergence(div_r, div_w)])
+
+    def critic_step(self, images, texts, *rows):
+        """One critic update on one batch (`rows`: the four index arrays), then weight clipping. Returns L_D."""
+        x_r, phi_r, x_w, _ = self._batch(images, texts, *rows)
         eps, z = self._noise(tf.shape(phi_r)[0])
         c_r, _, _ = self.model.encoder(phi_r, eps)
         g_r = self.model.generator(c_r, z)
         critic = self.model.critic
         with tf.GradientTape() as tape:
             # Fake, wrong and real rows scored as one stacked batch, all against the correct text.
-            scores = tf.split(critic(tf.concat([g_r, x_w, x_r], 0), tf.tile(phi_r, [3, 1])), 3)
-            loss = losses.critic_loss(*scores)
+            if self.cfg.wrong_branch:
+                d_fake, d_wrong, d_real = tf.split(critic(tf.concat([g_r, x_w, x_r], 0), tf.tile(phi_r, [3, 1])), 3)
+            else:
+                d_wrong = None
+                d_fake, d_real = tf.split(critic(tf.concat([g_r, x_r], 0), tf.tile(phi_r, [2, 1])), 2)
+            loss = losses.critic_loss(d_fake, d_wrong, d_real)
         variables = critic.trainable_variables
         self.opt_critic.apply(tape.gradient(loss, variables))
         clip = self.cfg.clip_val
@@ -108,27 +132,17 @@ class Trainer(tf.Module):
             v.assign(tf.clip_by_value(v, -clip, clip))
         return loss
 
-    def generator_step(self, images, texts, img_rows, txt_rows, wrong):
+    def generator_step(self, images, texts, *rows):
         """One text encoder + generator update (critic and CSEM frozen). Returns [L_G, R, L_C, divergence]."""
-        cfg = self.cfg
-        x_r, phi_r, x_w, phi_w = self._batch(images, texts, img_rows, txt_rows, wrong)
         variables = self.model.generator_side_variables
-        textbook_div = cfg.divergence == "kl"
         with tf.GradientTape() as tape:
-            f = self._forward(phi_r, phi_w)
-            l_c = self._csem_loss(f)
-            r = losses.max_margin(f["g_r"], x_r, x_w, hinge=cfg.r_hinge)
-            div_r = losses.divergence(f["mu_r"], f["s_r"], textbook=textbook_div)
-            div_w = losses.divergence(f["mu_w"], f["s_w"], textbook=textbook_div)
-            loss = losses.generator_loss(self.model.critic(f["g_r"], phi_r), l_c, r, div_r, div_w,
-                                         mm_reg_coeff=cfg.mm_reg_coeff, kl_div_coefficient=cfg.kl_div_coefficient,
-                                         triplet_coeff=cfg.triplet_coeff, adv_coeff=cfg.adv_coeff)
+            loss, _, parts = self._generator_side_loss(*self._batch(images, texts, *rows))
         self.opt_generator.apply(tape.gradient(loss, variables))
-        return tf.stack([loss, r, l_c, (div_r + div_w) / 2.0])
+        return parts
 
-    def csem_step(self, images, texts, img_rows, txt_rows, wrong):
+    def csem_step(self, images, texts, *rows):
         """One CSEM update on L_C (text encoder and generator frozen). Returns L_C."""
-        _, phi_r, _, phi_w = self._batch(images, texts, img_rows, txt_rows, wrong)
+        _, phi_r, _, phi_w = self._batch(images, texts, *rows)
         f = self._forward(phi_r, phi_w)
         variables = self.model.csem.trainable_variables
         with tf.GradientTape() as tape:
@@ -136,50 +150,69 @@ class Trainer(tf.Module):
         self.opt_csem.apply(tape.gradient(loss, variables))
         return loss
 
+    def joint_step(self, images, texts, *rows):
+        """`training: joint`: the generator side on L_G and the CSEM on L_C, updated together.
+
+        One batch and one forward pass serve both; both gradients are taken before either update.
+        Returns [L_G, R, L_C, divergence].
+        """
+        gen_vars, csem_vars = self.model.generator_side_variables, self.model.csem.trainable_variables
+        with tf.GradientTape(persistent=True) as tape:
+            loss, l_c, parts = self._generator_side_loss(*self._batch(images, texts, *rows))
+        gen_grads, csem_grads = tape.gradient(loss, gen_vars), tape.gradient(l_c, csem_vars)
+        del tape
+        self.opt_generator.apply(gen_grads)
+        self.opt_csem.apply(csem_grads)
+        return parts
+
     # --- whole phases, compiled in chunks -------------------------------------------------------------
-    def e_step(self, images, texts, img_rows, txt_rows, wrong, chunk_iters=None, stop=None):
+    def e_step(self, images, texts, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows, chunk_iters=None, stop=None):
         """One E-step. images, texts: packed seen features (`PackedFeatures`).
 
-        img_rows, txt_rows, wrong: [iters, critic_steps + 1, B]; the last slot is the generator's batch.
+        The index arrays: [iters, critic_steps + 1, B]; the last slot is the generator side's batch
+        (under `training: joint` the generator side's and the CSEM's, see `joint_step`).
         The phase runs as compiled calls of `chunk_iters` iterations each (the whole phase in one call
         by default); between calls `stop(iterations done)` may end it early. The loss sums run on
         from chunk to chunk, so any chunking gives the same numbers as one call.
 
         Returns the phase means of [L_D, L_G, R, L_C, divergence], or None when `stop` ended the phase.
         """
-        sums = _run_chunked(self._e_step_chunk, images, texts, (img_rows, txt_rows, wrong), tf.zeros([5]),
-                            chunk_iters, stop)
+        sums = _run_chunked(self._e_step_chunk, images, texts, (img_rows, txt_rows, wrong_img_rows, wrong_txt_rows),
+                            tf.zeros([5]), chunk_iters, stop)
         if sums is None:
             return None
         n = float(img_rows.shape[0])
         return sums / tf.constant([n * self.cfg.critic_steps, n, n, n, n])
 
-    def m_step(self, images, texts, img_rows, txt_rows, wrong, chunk_iters=None, stop=None):
-        """img_rows, txt_rows, wrong: [iters, B]; chunked as in `e_step`.
+    def m_step(self, images, texts, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows, chunk_iters=None, stop=None):
+        """The index arrays: [iters, B]; chunked as in `e_step`.
 
         Returns the phase mean of L_C, or None when `stop` ended the phase.
         """
-        total = _run_chunked(self._m_step_chunk, images, texts, (img_rows, txt_rows, wrong), tf.constant(0.0),
-                             chunk_iters, stop)
+        total = _run_chunked(self._m_step_chunk, images, texts, (img_rows, txt_rows, wrong_img_rows, wrong_txt_rows),
+                             tf.constant(0.0), chunk_iters, stop)
         return None if total is None else total / float(img_rows.shape[0])
 
     @tf.function(reduce_retracing=True)
-    def _e_step_chunk(self, images, texts, img_rows, txt_rows, wrong, sums):
+    def _e_step_chunk(self, images, texts, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows, sums):
         """E-step iterations over the given schedule rows; adds their losses to `sums` [5] and returns it."""
+        rows = (img_rows, txt_rows, wrong_img_rows, wrong_txt_rows)
+        generator_side = self.joint_step if self.cfg.training == "joint" else self.generator_step
         n_critic = self.cfg.critic_steps
         d_sum, g_sum = sums[0], sums[1:]
         for i in tf.range(tf.shape(img_rows)[0]):
             if self._train_critic:
                 for j in tf.range(n_critic):
-                    d_sum += self.critic_step(images, texts, img_rows[i, j], txt_rows[i, j], wrong[i, j])
-            g_sum += self.generator_step(images, texts, img_rows[i, n_critic], txt_rows[i, n_critic], wrong[i, n_critic])
+                    d_sum += self.critic_step(images, texts, *(a[i, j] for a in rows))
+            g_sum += generator_side(images, texts, *(a[i, n_critic] for a in rows))
         return tf.concat([[d_sum], g_sum], axis=0)
 
     @tf.function(reduce_retracing=True)
-    def _m_step_chunk(self, images, texts, img_rows, txt_rows, wrong, total):
+    def _m_step_chunk(self, images, texts, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows, total):
         """CSEM steps over the given schedule rows; adds their losses to `total` and returns it."""
+        rows = (img_rows, txt_rows, wrong_img_rows, wrong_txt_rows)
         for i in tf.range(tf.shape(img_rows)[0]):
-            total += self.csem_step(images, texts, img_rows[i], txt_rows[i], wrong[i])
+            total += self.csem_step(images, texts, *(a[i] for a in rows))
         return total
 
     # --- embeddings for retrieval --------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """The released class-batch sampler (host side, pure numpy).
 
 A training batch is a list of B seen classes; each row then uses the class's next image (a cyclic
-pointer per class) and the class's first text vector. This module decides *which* class and *which*
-image go into each row; the training loop turns those indices into feature rows (`to_rows`).
+pointer per class) and the class's first text vector, and takes a wrong class and image (`wrong_pairs`).
+This module decides *which* class and *which* image go into each row; the training loop turns those
+indices into feature rows (`to_rows`).
 """
 
 from __future__ import annotations
@@ -46,8 +47,15 @@ class ClassBatchSampler:
     first classes of the next, reshuffled walk, so every batch has B real rows (a class may then
     appear twice in the batch that straddles two walks).
 
-    All randomness comes from ``np.random.Generator(np.random.PCG64(seed))``; `state_dict` captures
-    everything needed for a resumed run to continue with identical batches.
+    The wrong pair of each row (`wrong_pairs`) follows `wrong_class`: ``shift`` (released) and
+    ``distinct`` take another row of the same batch (`wrong_pairing`); ``random``, ``similar_text``
+    and ``kmeans`` choose a seen class outside the batch too (`wrong_class_candidates`) and a
+    uniformly drawn image of it. `class_texts` (one vector per class, in class order) is needed by
+    ``similar_text`` and ``kmeans``.
+
+    The batches come from ``np.random.Generator(np.random.PCG64(seed))``; the wrong choices from a
+    second generator seeded from (seed, 1), so the batches do not depend on `wrong_class`.
+    `state_dict` captures everything needed for a resumed run to continue with identical batches.
     """
 
     def __init__(
@@ -57,6 +65,9 @@ class ClassBatchSampler:
         seed: int,
         *,
         pad_short_batches: bool = True,
+        wrong_class: str = "shift",
+        class_texts: np.ndarray | None = None,
+        kmeans_clusters: int = 10,
     ) -> None:
         counts = np.asarray(images_per_class, dtype=np.int64)
         if counts.ndim != 1 or counts.size == 0:
@@ -73,6 +84,12 @@ class ClassBatchSampler:
         self._walk_order = np.arange(counts.size, dtype=np.int64)
         self._walk_position = 0
         self._pointers = np.zeros(counts.size, dtype=np.int64)
+        self._wrong_class = wrong_class
+        self._wrong_rng = np.random.Generator(np.random.PCG64([seed, 1]))
+        self._candidates = None
+        if wrong_class not in ("shift", "distinct"):
+            self._candidates = wrong_class_candidates(wrong_class, counts.size, class_texts, kmeans_clusters,
+                                                      np.random.Generator(np.random.PCG64([seed, 2])))
 
     @property
     def num_classes(self) -> int:
@@ -107,6 +124,25 @@ class ClassBatchSampler:
         img = np.array([b[1] for b in batches], dtype=np.int64).reshape(shape)
         return cls, img
 
+    def wrong_pairs(self, cls: np.ndarray, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """For batches ``(cls, img)`` of shape [..., B], each row's wrong class and image, same shape.
+
+        A padded row's wrong pair is padded (-1) under the out-of-batch choices; under ``shift`` and
+        ``distinct`` a row takes whatever the chosen row holds, padding included, as released.
+        """
+        cls, img = np.asarray(cls, dtype=np.int64), np.asarray(img, dtype=np.int64)
+        if self._candidates is None:
+            rows = wrong_pairing(cls, distinct=self._wrong_class == "distinct")
+            return np.take_along_axis(cls, rows, axis=-1), np.take_along_axis(img, rows, axis=-1)
+        table, sizes = self._candidates
+        # Two uniform draws per row, padded rows included, so the stream depends on the shape only.
+        u_class, u_image = self._wrong_rng.random(cls.shape), self._wrong_rng.random(cls.shape)
+        real = cls >= 0
+        c = np.where(real, cls, 0)
+        wrong_cls = table[c, (u_class * sizes[c]).astype(np.int64)]
+        wrong_img = (u_image * self._counts[wrong_cls]).astype(np.int64)
+        return np.where(real, wrong_cls, PAD), np.where(real, wrong_img, PAD)
+
     def state_dict(self) -> dict:
         """Return the full state as plain JSON-serialisable values (ints, bools, lists, dicts)."""
         return {
@@ -118,6 +154,8 @@ class ClassBatchSampler:
             "walk_position": self._walk_position,
             "image_pointers": self._pointers.tolist(),
             "rng": _plain(self._rng.bit_generator.state),
+            "wrong_class": self._wrong_class,
+            "wrong_rng": _plain(self._wrong_rng.bit_generator.state),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -131,14 +169,16 @@ class ClassBatchSampler:
                 f"sampler state has version {state.get('version')!r}, expected {_STATE_VERSION}; "
                 "start from a fresh output folder"
             )
+        saved = {"wrong_class": "shift", **state}  # states saved before wrong_class existed were "shift"
         for key, here in (
             ("images_per_class", self._counts.tolist()),
             ("batch_size", self._batch_size),
             ("pad_short_batches", self._pad_short_batches),
+            ("wrong_class", self._wrong_class),
         ):
-            if state[key] != here:
+            if saved[key] != here:
                 raise UserError(
-                    f"sampler state was saved with {key}={_short(state[key])} but this run has "
+                    f"sampler state was saved with {key}={_short(saved[key])} but this run has "
                     f"{key}={_short(here)}; resume with the same data and config, or use a fresh output folder"
                 )
         order = np.asarray(state["walk_order"], dtype=np.int64)
@@ -148,6 +188,8 @@ class ClassBatchSampler:
         self._walk_position = int(state["walk_position"])
         self._pointers = np.asarray(state["image_pointers"], dtype=np.int64)
         self._rng.bit_generator.state = state["rng"]
+        if "wrong_rng" in state:
+            self._wrong_rng.bit_generator.state = state["wrong_rng"]
 
     def _repeated_classes(self) -> np.ndarray:
         """n <= B: every class floor(B/n) times plus B mod n distinct extra classes, shuffled."""
@@ -252,6 +294,69 @@ def wrong_pairing(cls: np.ndarray, distinct: bool = False) -> np.ndarray:
                     row_out[i] = j
                     break
     return flat_out.reshape(cls.shape)
+
+
+def wrong_class_candidates(mode: str, n: int, class_texts: np.ndarray | None, kmeans_clusters: int,
+                           rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """The classes each class's wrong class is drawn from, uniformly: ``(table, sizes)``.
+
+    Row c of `table` [n, n - 1] holds class c's candidates in its first ``sizes[c]`` entries.
+
+    - ``random``: every other seen class;
+    - ``similar_text``: the one other class whose text has the highest cosine with c's (ties: the
+      lower class position);
+    - ``kmeans``: the other classes of c's cluster when the L2-normalised texts are clustered into
+      ``min(kmeans_clusters, n)`` clusters (`kmeans`); every other class when c is alone in its cluster.
+    """
+    if n < 2:
+        raise UserError(f"wrong_class {mode} needs at least 2 seen classes, got {n}")
+    others = np.array([[j for j in range(n) if j != c] for c in range(n)], dtype=np.int64)
+    sizes = np.full(n, n - 1, dtype=np.int64)
+    if mode == "random":
+        return others, sizes
+    texts = _unit_rows(np.asarray(class_texts, dtype=np.float64)[:n])
+    if mode == "similar_text":
+        similarity = texts @ texts.T
+        np.fill_diagonal(similarity, -np.inf)
+        table = np.zeros_like(others)
+        table[:, 0] = np.argmax(similarity, axis=1)
+        return table, np.ones(n, dtype=np.int64)
+    if mode == "kmeans":
+        labels = kmeans(texts, min(kmeans_clusters, n), rng)
+        table = others.copy()
+        for c in range(n):
+            mates = np.flatnonzero((labels == labels[c]) & (np.arange(n) != c))
+            if mates.size:
+                table[c, : mates.size], sizes[c] = mates, mates.size
+        return table, sizes
+    raise ValueError(f"unknown wrong_class {mode!r}")
+
+
+def kmeans(x: np.ndarray, k: int, rng: np.random.Generator, iterations: int = 100) -> np.ndarray:
+    """Lloyd's k-means on the rows of `x` from a k-means++ start; returns each row's cluster (0..k-1).
+
+    Deterministic for a given `rng` state. A cluster that empties keeps its previous centre.
+    """
+    centres = [x[rng.integers(len(x))]]
+    for _ in range(1, k):
+        d2 = np.min([np.sum((x - c) ** 2, axis=1) for c in centres], axis=0)
+        # k-means++: the next centre with probability proportional to the squared distance.
+        centres.append(x[rng.choice(len(x), p=d2 / d2.sum())] if d2.sum() > 0 else x[rng.integers(len(x))])
+    centres = np.array(centres)
+    labels = np.full(len(x), -1)
+    for _ in range(iterations):
+        new = np.argmin(((x[:, None, :] - centres[None]) ** 2).sum(axis=2), axis=1)
+        if np.array_equal(new, labels):
+            break
+        labels = new
+        for j in range(k):
+            if np.any(labels == j):
+                centres[j] = x[labels == j].mean(axis=0)
+    return labels
+
+
+def _unit_rows(x: np.ndarray) -> np.ndarray:
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
 
 
 def _plain(value):
