@@ -44,6 +44,14 @@ def test_exact_ties_rank_the_lower_row_first(chunk, k):
 
 
 @pytest.mark.parametrize("chunk", CHUNKS)
+def test_identical_rows_come_back_in_row_order(chunk):
+    gallery = np.tile(np.array([[0.5, 2.0, 1.0]], np.float32), (100, 1))
+    scores, rows = search(np.array([[1.0, 1.0, 1.0], [-1.0, 0.0, 0.0]], np.float32), gallery, 10, chunk_rows=chunk)
+    assert rows.tolist() == [list(range(10))] * 2
+    assert np.all(scores == scores[:, :1])
+
+
+@pytest.mark.parametrize("chunk", CHUNKS)
 def test_random_gallery_matches_brute_force(chunk, monkeypatch):
     monkeypatch.setattr(zscrgan.search, "QUERY_BLOCK", 8)  # several query blocks as well
     rng = np.random.default_rng(1)
@@ -64,6 +72,8 @@ def test_gallery_smaller_than_k_returns_every_row():
     assert rows.tolist() == [[2, 0, 1]]
     assert np.allclose(scores, [[np.cos(np.pi / 4 - np.arctan(0.5)), np.cos(np.arctan(0.5)),
                                  np.cos(np.pi / 2 - np.arctan(0.5))]])
+    scores, rows = search(np.ones((2, 2), np.float32), np.zeros((0, 2), np.float32), 5)
+    assert scores.shape == rows.shape == (2, 0)
 
 
 def test_embed_is_applied_chunk_by_chunk_as_to_the_whole_gallery():

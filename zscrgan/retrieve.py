@@ -34,9 +34,9 @@ from pathlib import Path
 
 import numpy as np
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the output
+from zscrgan.tf_start import start_tensorflow
 
-import tensorflow as tf  # noqa: E402
+tf = start_tensorflow()  # before the modules below import it: its start-up noise filtered out
 
 from zscrgan.atomic import atomic_file  # noqa: E402
 from zscrgan.cli import DATA_ROOT_ENV  # noqa: E402

@@ -26,32 +26,39 @@ BLOCK = 16
 
 @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32)])
 def unit_rows(x):
-    """(x with rows scaled to L2 norm 1, whether every row's squared norm is finite).
+    """(x with rows scaled to L2 norm 1, whether every row's squared norm is finite); a zero row stays zero.
 
-    The arithmetic of `tf.nn.l2_normalize` (an all-zero row stays zero), with its squared norms kept
-    for the check.
+    Divided by the norm rather than multiplied by TensorFlow's rsqrt, whose vectorised and scalar
+    forms differ in the last bit: equal rows must get bit-equal results wherever they are in a batch.
+    (The floor on the norm keeps the division out of the optimiser's x / sqrt -> x * rsqrt rewrite.)
     """
     square_sum = tf.reduce_sum(tf.square(x), axis=1, keepdims=True)
-    return x * tf.math.rsqrt(tf.maximum(square_sum, 1e-12)), tf.reduce_all(tf.math.is_finite(square_sum))
+    return x / tf.maximum(tf.sqrt(square_sum), 1e-6), tf.reduce_all(tf.math.is_finite(square_sum))
 
 
 @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, None], tf.float32),
                               tf.TensorSpec([None, None], tf.float32), tf.TensorSpec([None, None], tf.int64),
-                              tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int32)])
-def _merge_chunk(query_unit, gallery_unit, best_scores, best_rows, first_row, k):
-    """The running best k (scores, gallery rows) of each query, merged with one chunk's rows.
+                              tf.TensorSpec([], tf.int64), tf.TensorSpec([], tf.int32), tf.TensorSpec([], tf.int32)])
+def _merge_chunk(query_unit, gallery_unit, best_scores, best_rows, first_row, n_rows, k):
+    """The running best k (scores, gallery rows) of each query, merged with one chunk's first `n_rows` rows.
 
     `best_*` are the merge so far (earlier, so lower, rows; [Q, 0] at the start), `first_row` the
     gallery row of the chunk's first row; `k` is at most the number of rows seen with this chunk.
     """
-    sims = tf.matmul(query_unit, gallery_unit, transpose_b=True)
-    n_queries, n_rows = tf.shape(sims)[0], tf.shape(sims)[1]
+    sims = tf.matmul(query_unit, gallery_unit, transpose_b=True)[:, :n_rows]
+    n_queries = tf.shape(sims)[0]
     n_blocks = (n_rows + BLOCK - 1) // BLOCK
     # -inf padding to whole blocks; padded slots never outrank the >= k real candidates.
     padded = tf.pad(sims, [[0, 0], [0, n_blocks * BLOCK - n_rows]], constant_values=-np.inf)
     blocks = tf.reshape(padded, [n_queries, n_blocks, BLOCK])
+    block_max = tf.reduce_max(blocks, axis=2)
+    # Once k rows are kept, a block can add one only if its maximum beats the k-th kept score (an
+    # equal score ranks after it: lower row); taking the most such blocks of any query is enough.
+    kth = tf.cond(tf.shape(best_scores)[1] >= k, lambda: best_scores[:, -1],
+                  lambda: tf.fill([n_queries], -np.inf))
+    useful = tf.reduce_max(tf.reduce_sum(tf.cast(block_max > kth[:, None], tf.int32), axis=1))
     # The top blocks by maximum, back in row order, so that position order is gallery-row order.
-    chosen = tf.sort(tf.math.top_k(tf.reduce_max(blocks, axis=2), tf.minimum(k, n_blocks)).indices, axis=1)
+    chosen = tf.sort(tf.math.top_k(block_max, tf.minimum(tf.minimum(k, n_blocks), useful)).indices, axis=1)
     cand_scores = tf.reshape(tf.gather(blocks, chosen, batch_dims=1), [n_queries, -1])
     cand_rows = tf.reshape(tf.cast(chosen[:, :, None] * BLOCK + tf.range(BLOCK)[None, None, :], tf.int64),
                            [n_queries, -1]) + first_row
@@ -78,17 +85,26 @@ def search(queries, gallery, k: int, embed: Callable | None = None,
     if not finite:
         raise UserError("queries: NaN or infinite values")
     n_queries = int(query_unit.shape[0])
-    blocks = [(q, tf.zeros([q.shape[0], 0], tf.float32), tf.zeros([q.shape[0], 0], tf.int64))
-              for q in (query_unit[i:i + QUERY_BLOCK] for i in range(0, n_queries, QUERY_BLOCK))]
+    query_blocks = [(q, tf.zeros([q.shape[0], 0], tf.float32), tf.zeros([q.shape[0], 0], tf.int64))
+                    for q in (query_unit[i:i + QUERY_BLOCK] for i in range(0, n_queries, QUERY_BLOCK))]
+    chunk_rows = max(1, min(chunk_rows, n_gallery))
     for start in range(0, n_gallery, chunk_rows):
         stop = min(start + chunk_rows, n_gallery)
-        rows = tf.convert_to_tensor(np.asarray(gallery[start:stop], dtype=np.float32))
+        rows = np.asarray(gallery[start:stop], dtype=np.float32)
+        if stop - start < chunk_rows:
+            # The last chunk, zero-padded to the others' shape: TensorFlow's kernels may take another
+            # summation order for another shape, and equal rows must get equal scores wherever they are.
+            rows = np.concatenate([rows, np.zeros((chunk_rows - len(rows), rows.shape[1]), np.float32)])
+        rows = tf.convert_to_tensor(rows)
         gallery_unit, finite = unit_rows(rows if embed is None else embed(rows))
         if not finite:
             raise UserError(f"{gallery_name}: NaN or infinite values (or values too large) in rows {start}-{stop - 1}")
         k_now = tf.constant(min(k, stop), tf.int32)
         first_row = tf.constant(start, tf.int64)
-        blocks = [(q, *_merge_chunk(q, gallery_unit, s, r, first_row, k_now)) for q, s, r in blocks]
-    if not blocks:
+        n_rows = tf.constant(stop - start, tf.int32)
+        query_blocks = [(q, *_merge_chunk(q, gallery_unit, s, r, first_row, n_rows, k_now))
+                        for q, s, r in query_blocks]
+    if not query_blocks:
         return np.zeros((0, k), np.float32), np.zeros((0, k), np.int64)
-    return (np.concatenate([s.numpy() for _, s, _ in blocks]), np.concatenate([r.numpy() for _, _, r in blocks]))
+    return (np.concatenate([s.numpy() for _, s, _ in query_blocks]),
+            np.concatenate([r.numpy() for _, _, r in query_blocks]))
