@@ -69,6 +69,8 @@ def test_wikipedia_real(tmp_path, text, text_dim):
         for name in ("raw_features.mat", "trainset_txt_img_cat.list", "testset_txt_img_cat.list")}
     assert (meta["seen"], meta["unseen"]) == (ds.seen, ds.unseen)
     assert meta["images_per_class"] == {str(c): n for c, n in zip(range(1, 11), WIKI_COUNTS)}
+    # SIFT histograms (and LDA proportions) are L1-normalised: the released model needs them scaled.
+    assert meta["recommended_input_scaling"] == "l2_sqrt_dim"
 
 
 def test_wikipedia_seeded_split_is_reproducible_and_recorded(tmp_path):
@@ -148,6 +150,7 @@ def test_xlsa17_real_side_files(tmp_path, name, text, n_seen, n_unseen, text_dim
 
     meta = _meta(out)
     assert meta["options"] == {"text": text, "with_test_seen": False}
+    assert meta["recommended_input_scaling"] == "none"
     assert {s["file"] for s in meta["sources"]} == {"att_splits.mat", "res101.mat"} | (
         {"sent_splits.mat"} if text == "sent" else set())
     assert next(s["sha256"] for s in meta["sources"] if s["file"] == "att_splits.mat") == _sha256(

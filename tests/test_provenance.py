@@ -2,6 +2,7 @@
 records what made it, and a resume appends to that history and refuses an architecture change."""
 
 import hashlib
+import importlib.metadata
 import json
 import multiprocessing
 from pathlib import Path
@@ -10,7 +11,7 @@ import pytest
 
 from main import main
 from zscrgan import provenance
-from zscrgan.provenance import architecture_change, claim_run_dir
+from zscrgan.provenance import RECORDED_PACKAGES, architecture_change, claim_run_dir
 
 FAST = ["--e_step_iters", "10", "--m_step_iters", "10", "--rounds", "2"]
 
@@ -95,7 +96,11 @@ def test_provenance_records_the_start_and_a_resume_appends(twin_runs, capsys):
     assert start["overrides"] == {"e_step_iters": 10, "m_step_iters": 10, "rounds": 2, "mm_reg_coeff": 1.0}
     assert "--mm_reg_coeff" in start["command"] and start["config"]["mm_reg_coeff"] == 1.0
     assert resume["overrides"] == {"rounds": 3} and resume["config"]["rounds"] == 3
-    assert set(start["versions"]) == {"zscrgan", "python", "tensorflow", "numpy"}
+    import numpy
+    import tensorflow
+    assert set(start["versions"]) == {"zscrgan", "python", *RECORDED_PACKAGES}
+    assert start["versions"]["tensorflow"] == tensorflow.__version__ and start["versions"]["numpy"] == numpy.__version__
+    assert start["versions"]["scikit-learn"] == importlib.metadata.version("scikit-learn")
     assert start["device"].startswith(("CPU", "GPU"))
     data = tmp / "datasets" / "DEMO"
     assert start["dataset"]["sha256"]["trainids.pkl"] == hashlib.sha256((data / "trainids.pkl").read_bytes()).hexdigest()

@@ -267,6 +267,19 @@ def test_bad_dataset_stops_the_command_with_one_line(tmp_path, capsys, case):
     assert not out.exists()  # nothing written for a run that never started
 
 
+def test_validated_protocol_holds_out_at_least_two_classes():
+    from zscrgan.errors import UserError
+    from zscrgan.run import split_validation
+
+    train, val = split_validation([2, 3, 5, 9, 10], 0.2, seed=0)  # WIKI's seen classes
+    assert len(val) == 2 and len(train) == 3 and sorted(train + val) == [2, 3, 5, 9, 10]
+    train, val = split_validation(list(range(30)), 0.2, seed=0)
+    assert len(val) == 6 and len(train) == 24
+    assert len(split_validation(list(range(10)), 0.95, seed=0)[0]) == 2  # at least two to train on
+    with pytest.raises(UserError, match=r"--protocol validated: needs at least 4 seen classes .* has 3"):
+        split_validation([1, 2, 3], 0.5, seed=0)
+
+
 def test_experiment_switches_run_and_resume_identically(tmp_path):
     # Joint training, the k-means wrong class (its draws are in the sampler state), and the slides'
     # ablations without the wrong-class branch and without R and the triplet loss, all at once.

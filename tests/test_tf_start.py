@@ -1,6 +1,8 @@
-"""TensorFlow's native start-up noise is filtered out of stderr; every other line is kept."""
+"""TensorFlow's native start-up noise is filtered out of stderr; every other line is kept. A training
+run's output: one line per round with progress and time left, and nothing from TensorFlow's start-up."""
 
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -19,14 +21,18 @@ def test_filtered_stderr_drops_noise_and_keeps_the_rest(capfd):
     assert capfd.readouterr().err == "a real problem\nand its second line\n"
 
 
-def test_a_training_run_prints_no_tensorflow_start_up_lines(tmp_path):
+def test_a_training_run_prints_progress_and_no_tensorflow_start_up_lines(tmp_path):
     p = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "--data_root", str(tmp_path), "--results_root", str(tmp_path / "res"),
-         "--output_dir", str(tmp_path / "run"), "--rounds", "1", "--e_step_iters", "2", "--m_step_iters", "2",
+         "--output_dir", str(tmp_path / "run"), "--rounds", "2", "--e_step_iters", "2", "--m_step_iters", "2",
          "--demo.n_classes", "8", "--demo.n_seen", "5", "--gf_dim", "16", "--df_dim", "16", "--embed_dim", "8",
          "--z_dim", "4"],
         capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
-    assert "round    1" in p.stdout
+    rounds = [line for line in p.stdout.splitlines() if line.startswith("round ")]
+    assert len(rounds) == 2
+    for k, line in enumerate(rounds, 1):
+        assert re.fullmatch(rf"round +{k}/2 \| L_D .* \| [0-9.]+s, 0:\d\d elapsed, ~0:\d\d left( \| new best)?", line)
+    assert "~0:00 left" in rounds[-1]
     noisy = [line for line in p.stderr.splitlines() if NOISE.search(line) or line.startswith(("I0000", "E0000"))]
     assert noisy == []

@@ -145,6 +145,17 @@ def train_seeds(cfg, base: Path, seeds, args, overrides: dict) -> None:
                       json.dumps({"seeds": [r["seed"] for r in done], "aggregate": aggregate(done)}, indent=1))
 
 
+def dataset_recommendation(args) -> dict:
+    """load_config's arguments for what the dataset folder's meta.json recommends (input scaling)."""
+    from zscrgan.data.scaling import recommended_scaling
+
+    folder = Path(args.data_root) / args.dataset
+    scaling = recommended_scaling(folder)
+    if scaling is None:
+        return {}
+    return {"recommended": {"input_scaling": scaling}, "recommended_source": str(folder / "meta.json")}
+
+
 def train_main(argv=None, prog: str | None = None) -> int:
     """`zscrgan train` (and `python main.py`): parse the flags, then train, resume or evaluate."""
     import yaml
@@ -173,7 +184,12 @@ def train_main(argv=None, prog: str | None = None) -> int:
                 raise UserError(f"{saved}: not found; --resume and --evaluate need the folder of a training run")
             cfg = load_config(read_yaml(saved).get("dataset", args.dataset), overrides=overrides, saved=saved)
         else:
-            cfg = load_config(args.dataset, args.config, overrides)
+            recommendation = dataset_recommendation(args)
+            cfg = load_config(args.dataset, args.config, overrides, **recommendation)
+            if recommendation and not args.print_config and \
+                    cfg.input_scaling == recommendation["recommended"]["input_scaling"] != "none":
+                print(f"input_scaling {cfg.input_scaling}: as {recommendation['recommended_source']} recommends "
+                      f"(--input_scaling none uses the features as given)")
         if args.print_config:
             print(yaml.safe_dump(to_plain(cfg), sort_keys=False), end="")
         elif args.resume:

@@ -158,12 +158,17 @@ def unflatten(flat: Mapping[str, Any]) -> dict:
 
 
 def load_config(dataset: str, config_file: str | Path | None = None,
-                overrides: Mapping[str, Any] | None = None, saved: str | Path | None = None) -> EasyDict:
+                overrides: Mapping[str, Any] | None = None, saved: str | Path | None = None,
+                recommended: Mapping[str, Any] | None = None, recommended_source: str = "dataset") -> EasyDict:
     """Resolve the configuration for `dataset`; `overrides` are command-line values (already parsed).
 
     `saved` is a run's resolved config (when resuming): it replaces the dataset and user files.
+    `recommended` holds what the dataset folder itself recommends (from `recommended_source`): it
+    applies over the defaults, under every file and flag.
     """
     cfg = read_yaml(DEFAULT_FILE)
+    if recommended and saved is None:
+        cfg = merge(cfg, recommended, recommended_source)
     if saved is not None:
         resolved = read_yaml(Path(saved))
         resolved.pop("dataset", None)

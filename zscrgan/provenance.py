@@ -10,6 +10,7 @@ dataset's files.
 from __future__ import annotations
 
 import hashlib
+import importlib.metadata
 import itertools
 import json
 import os
@@ -114,12 +115,21 @@ def git_commit() -> str | None:
         return None
 
 
-def versions() -> dict:
-    import numpy
-    import tensorflow
+# Packages whose versions a run's numbers depend on (requirements.txt's runtime part and TensorFlow's own
+# numerics); constraints.txt pins them all.
+RECORDED_PACKAGES = ("tensorflow", "keras", "numpy", "ml_dtypes", "scipy", "scikit-learn", "pyyaml", "easydict",
+                     "tensorboard", "matplotlib")
 
-    return {"zscrgan": __version__, "python": platform.python_version(), "tensorflow": tensorflow.__version__,
-            "numpy": numpy.__version__}
+
+def versions() -> dict:
+    """This package's, Python's and the installed RECORDED_PACKAGES' versions (None where one is absent)."""
+    out = {"zscrgan": __version__, "python": platform.python_version()}
+    for name in RECORDED_PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
 
 
 def record_start(run_dir: Path, event: str, cfg: Mapping, overrides: Mapping | None, command: list[str] | None,

@@ -15,6 +15,7 @@ import json
 import math
 import os
 import signal
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,7 @@ from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
 from zscrgan.data.safe_pickle import dump_pickle
 from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows
-from zscrgan.data.scaling import scale_modality, scaling_record
+from zscrgan.data.scaling import scale_modality, scaling_record, unscaled_warning
 from zscrgan.errors import UserError
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
 from zscrgan.metrics import chance_prec
@@ -67,11 +68,19 @@ def describe_device() -> str:
     return f"CPU ({os.cpu_count()} cores; TensorFlow sees no GPU)"
 
 
+# The validated protocol holds out at least this many seen classes, and trains on at least as many:
+# with one validation class, Prec@K is 1.0 from the first round on and selects nothing.
+MIN_SPLIT_CLASSES = 2
+
+
 def split_validation(seen: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Hold out a seeded share of the seen classes (at least one, leaving at least one) for validation."""
-    n_val = min(max(1, round(fraction * len(seen))), len(seen) - 1)
-    if n_val < 1:
-        raise UserError(f"the validated protocol needs at least 2 seen classes, the dataset has {len(seen)}")
+    """Hold out a seeded share of the seen classes for validation: at least MIN_SPLIT_CLASSES, leaving
+    at least as many to train on. Returns (training classes, validation classes)."""
+    n_val = min(max(MIN_SPLIT_CLASSES, round(fraction * len(seen))), len(seen) - MIN_SPLIT_CLASSES)
+    if n_val < MIN_SPLIT_CLASSES:
+        raise UserError(f"--protocol validated: needs at least {2 * MIN_SPLIT_CLASSES} seen classes "
+                        f"({MIN_SPLIT_CLASSES} held out for validation, {MIN_SPLIT_CLASSES} to train on); "
+                        f"the dataset has {len(seen)}: use --protocol released")
     rng = np.random.default_rng(seed)
     val = set(rng.choice(np.array(seen), size=n_val, replace=False).tolist())
     return [c for c in seen if c not in val], [c for c in seen if c in val]
@@ -97,6 +106,9 @@ def prepare_data(cfg, data_root: Path) -> Data:
     if cfg.dataset == DEMO:
         ensure_demo(folder, DemoSpec(**cfg.demo))
     ds = load_dataset(folder)
+    warning = unscaled_warning(ds.image, ds.text, folder) if cfg.input_scaling == "none" else None
+    if warning:
+        print(warning, file=sys.stderr)
     image = scale_modality(ds.image, ds.seen, cfg.input_scaling)
     text = scale_modality(ds.text, ds.seen, cfg.input_scaling)
     if cfg.protocol == "validated":
@@ -306,15 +318,23 @@ class Run:
             save_checkpoint(self.weights, self.best_dir, {"round": self.round, "test": b.test, "val": b.val})
         return record
 
-    def _print_round(self, r: dict) -> None:
-        k = self.cfg.top_k
+    def _print_round(self, r: dict, elapsed: float, previous: list[float], budget_s: float | None) -> None:
+        """One line per round, with the time left: the rounds left at the mean time of the last rounds
+        (`previous`: this process's earlier round times; its first, which compiled the phases, is left
+        out), or the time budget's rest if that ends sooner."""
+        k, rounds = self.cfg.top_k, self.cfg.rounds
         losses = " ".join(f"{n} {r['losses'][n]:.4f}" for n in LOSS_NAMES + ("L_C_M",))
         t = r["test"]
-        line = (f"round {r['round']:4d} | {losses} | Prec@{k} {t['prec']:.4f} mAP@{k} {t['map']:.4f} "
+        line = (f"round {r['round']:4d}/{rounds} | {losses} | Prec@{k} {t['prec']:.4f} mAP@{k} {t['map']:.4f} "
                 f"Top-1 {t['top1']:.4f}")
         if "val" in r:
             line += f" | val Prec@{k} {r['val']['prec']:.4f}"
-        line += f" | {r['seconds']['train'] + r['seconds']['eval']:.1f}s"
+        seconds = r["seconds"]["train"] + r["seconds"]["eval"]
+        recent = (previous[1:] + [seconds])[-3:]
+        left = sum(recent) / len(recent) * (rounds - r["round"])
+        if budget_s is not None:
+            left = min(left, max(budget_s - elapsed, 0.0))
+        line += f" | {seconds:.1f}s, {_clock(elapsed)} elapsed, ~{_clock(left)} left"
         if r["new_best"]:
             line += " | new best"
         self.log(line)
@@ -375,7 +395,8 @@ class Run:
                 record = self._evaluate_round(losses, time.perf_counter() - t0)
                 append_line(self.run_dir / "metrics.jsonl", json.dumps(record))
                 self._tensorboard(record)
-                self._print_round(record)
+                self._print_round(record, time.perf_counter() - started, round_times,
+                                  None if time_budget_min is None else time_budget_min * 60)
                 save_checkpoint(self.full_state, self.last_dir, {
                     "round": self.round, "sampler": self.sampler.state_dict(), "best": vars(self.best),
                     "last_test": self.last_test, "files": self.files})
@@ -388,6 +409,12 @@ class Run:
         summary = self._summary(stop_reason)
         write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         return summary
+
+
+def _clock(seconds: float) -> str:
+    """Seconds as m:ss, or h:mm:ss from an hour on."""
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
 def _headline(metrics: dict) -> dict:

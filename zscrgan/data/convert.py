@@ -19,12 +19,12 @@ import numpy as np
 import scipy.io
 import scipy.sparse
 
-from zscrgan.data.release import write_dataset
+from zscrgan.data.release import META_FILE, write_dataset
 from zscrgan.data.safe_pickle import load_pickle
+from zscrgan.data.scaling import SCALING_REASONS, recommend_scaling
 from zscrgan.errors import UserError
 
 SOURCES = ("xlsa17", "gazsl", "wikipedia")
-META_FILE = "meta.json"
 
 # GAZSL's own file names; the NABird feature files carry the split name also for "easy".
 _GAZSL_NAMES = {
@@ -439,6 +439,7 @@ def _meta(converter, options, sources, image, text, seen, unseen, extra):
         per_split[split] = {"classes": len(ids), "images": sum(len(image[c]) for c in ids),
                             "texts": sum(len(text[c]) for c in ids)}
     some = seen[0]
+    scaling = recommend_scaling(image, text)
     return {
         "converter": converter,
         "options": options,
@@ -450,6 +451,8 @@ def _meta(converter, options, sources, image, text, seen, unseen, extra):
         "counts": per_split,
         "images_per_class": {str(c): len(image[c]) for c in sorted(image)},
         "texts_per_class": {str(c): len(text[c]) for c in sorted(text)},
+        "recommended_input_scaling": scaling,
+        "recommended_input_scaling_why": SCALING_REASONS[scaling],
         **extra,
     }
 

@@ -5,7 +5,8 @@ A folder holds four pickles, as the authors' Python 2 code wrote them:
 - txt_embed_dict.pkl:   dict class id -> list of 1-D text vectors of that class
 - trainids.pkl:         list of seen (training) class ids, in the order the sampler walks them
 - testids.pkl:          list of unseen class ids (the retrieval classes)
-Classes in the dicts that are in neither split are ignored.
+Classes in the dicts that are in neither split are ignored. A converted folder also holds `meta.json`
+(see zscrgan.data.convert), which training reads only for its recommended input scaling.
 """
 
 from collections import Counter
@@ -20,6 +21,7 @@ from zscrgan.errors import UserError
 
 FILES = ("image_embed_dict.pkl", "txt_embed_dict.pkl", "trainids.pkl", "testids.pkl")
 IMAGE_FILE, TEXT_FILE, SEEN_FILE, UNSEEN_FILE = FILES
+META_FILE = "meta.json"
 
 _HOW_TO_GET = (
     "convert a public release with `python -m zscrgan.data convert ...` "

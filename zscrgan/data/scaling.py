@@ -11,11 +11,24 @@ exactly as its training data was scaled.
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
+from zscrgan.data.release import META_FILE
+from zscrgan.errors import UserError
+
 MODES = ("none", "l2_sqrt_dim", "seen_rms")
+# How far a row's sum may be from 1 for the row to count as L1-normalised (float32 rounding and
+# histograms stored with a few digits).
+L1_TOLERANCE = 1e-3
+SCALING_REASONS = {
+    "none": "no modality looks L1-normalised: the features are used as given, as the released code did",
+    "l2_sqrt_dim": "a modality looks L1-normalised (non-negative rows summing to 1, like histograms or topic "
+                   "proportions), on which the released model stays at chance",
+}
 
 
 def l2_sqrt_dim(x: np.ndarray) -> np.ndarray:
@@ -67,3 +80,42 @@ def scale_modality(per_class: dict, seen: Sequence[int], mode: str) -> dict:
 def _check(mode: str) -> None:
     if mode not in MODES:
         raise ValueError(f"unknown input scaling {mode!r}; expected one of {MODES}")
+
+
+def looks_l1_normalised(per_class: dict) -> bool:
+    """Whether every row is non-negative and sums to 1, like L1-normalised histograms."""
+    rows = np.concatenate([np.asarray(x, np.float64) for x in per_class.values()])
+    return bool(rows.size) and bool((rows >= 0).all()) and bool(
+        np.allclose(rows.sum(axis=1), 1.0, rtol=0.0, atol=L1_TOLERANCE))
+
+
+def recommend_scaling(image: dict, text: dict) -> str:
+    """The input scaling a dataset's features call for: l2_sqrt_dim if either modality looks
+    L1-normalised (the released model stays at chance on such features), else none."""
+    return "l2_sqrt_dim" if looks_l1_normalised(image) or looks_l1_normalised(text) else "none"
+
+
+def unscaled_warning(image: dict, text: dict, folder) -> str | None:
+    """One line for a run under `input_scaling: none` on features that call for scaling, else None."""
+    which = [name for name, x in (("image", image), ("text", text)) if looks_l1_normalised(x)]
+    if not which:
+        return None
+    return (f"warning: {folder}: {' and '.join(which)} vectors look L1-normalised (non-negative, rows sum to 1); "
+            f"under input_scaling none the released model stays at chance on such features: "
+            f"train with --input_scaling l2_sqrt_dim (README, Input scaling)")
+
+
+def recommended_scaling(folder) -> str | None:
+    """The input scaling a converted dataset folder's meta.json recommends, or None without one."""
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        return None
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise UserError(f"{path}: not readable JSON ({type(err).__name__}); convert the dataset again") from None
+    value = meta.get("recommended_input_scaling") if isinstance(meta, dict) else None
+    if value is not None and value not in MODES:
+        raise UserError(f"{path}: recommended_input_scaling must be one of {', '.join(MODES)}, "
+                        f"got {str(value)[:40]!r}")
+    return value
