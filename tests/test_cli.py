@@ -146,3 +146,17 @@ def test_pip_install_gives_a_zscrgan_command_that_works_from_any_folder(tmp_path
                            capture_output=True, text=True, cwd=elsewhere, env=env, check=True).stdout
     assert Path(where.strip()).is_relative_to(venv)
     assert sorted(os.listdir(elsewhere)) == []  # help and --print_config write nothing
+
+
+def test_data_root_comes_from_the_environment_unless_a_flag_gives_it(tmp_path, monkeypatch, capsys):
+    # A dataset folder whose meta.json recommends a scaling shows where the run looked for it.
+    for root in ("env_root", "flag_root"):
+        (tmp_path / root / "X").mkdir(parents=True)
+    (tmp_path / "env_root" / "X" / "meta.json").write_text(json.dumps({"recommended_input_scaling": "seen_rms"}))
+    (tmp_path / "flag_root" / "X" / "meta.json").write_text(json.dumps({"recommended_input_scaling": "l2_sqrt_dim"}))
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("ZSCRGAN_DATA_ROOT", str(tmp_path / "env_root"))
+    assert train_main(["--dataset", "X", "--print_config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out)["input_scaling"] == "seen_rms"
+    assert train_main(["--dataset", "X", "--print_config", "--data_root", "flag_root"]) == 0  # relative to here
+    assert yaml.safe_load(capsys.readouterr().out)["input_scaling"] == "l2_sqrt_dim"

@@ -297,3 +297,29 @@ def test_experiment_switches_run_and_resume_identically(tmp_path):
         assert all(np.isfinite(v) for v in r["losses"].values())
     # No M-step: the CSEM's loss is the joint steps' L_C.
     assert all(r["losses"]["L_C_M"] == r["losses"]["L_C"] for r in recs)
+
+
+@pytest.mark.parametrize("training", ["em", "joint"])
+def test_a_rounds_batches_are_critic_batches_then_the_generator_batch_then_the_m_step(tmp_path, training):
+    from zscrgan.config import load_config
+    from zscrgan.data.sampler import ClassBatchSampler, to_rows
+    from zscrgan.run import Run
+    b = 8  # 30 seen classes: a walk of slices with a padded last one
+    cfg = load_config("DEMO", overrides=dict(e_step_iters=3, critic_steps=2, m_step_iters=4, batch_size=b,
+                                             training=training))
+    run = Run(cfg, tmp_path / "run", data_root=tmp_path / "datasets", results_root=None)
+    e_rows, m_rows = run._schedule()
+    packed = run.data.packed
+    cls, img = ClassBatchSampler(packed.images_per_class.tolist(), b, cfg.seed).schedule(3 * 3 + 4)
+    assert np.any(cls < 0)
+    images = to_rows(cls, img, packed.class_offsets, packed.image_pad_row)
+    wrong_images = np.roll(images, 1, axis=1)  # the released shift: the previous row's image
+    # In draw order: per iteration two critic batches, then the generator side's; then the M-step's.
+    assert e_rows[0].shape == (3, 3, b)
+    np.testing.assert_array_equal(e_rows[0].numpy().reshape(-1, b), images[:9])
+    np.testing.assert_array_equal(e_rows[2].numpy().reshape(-1, b), wrong_images[:9])
+    if training == "joint":
+        assert m_rows is None  # no M-step
+    else:
+        np.testing.assert_array_equal(m_rows[0].numpy(), images[9:])
+        np.testing.assert_array_equal(m_rows[2].numpy(), wrong_images[9:])
