@@ -1,33 +1,41 @@
-"""Summarise finished runs: a table per run, mean and standard deviation across runs (seeds), and a plot.
+"""Summarise finished runs: grouped by (dataset, configuration without the seed), mean and standard
+deviation over the runs of a group, tables (CSV, markdown) and Prec@K curves.
 
-    python -m zscrgan.report runs/CUB/<run-a> runs/CUB/<run-b> runs/CUB/<run-c> [--plot curves.png]
+    python -m zscrgan.report runs/CUB/<run-a> runs/CUB/<run-b> [--plot curves.png] [--csv t.csv] [--md t.md]
+    python -m zscrgan.report runs/DEMO/<time>-<label>-seeds       # a --seeds folder
+    python -m zscrgan.report runs/studies/demo                     # a study folder
+
+Every figure comes from a run's metrics.jsonl: the released figure (the round with the best unseen
+Prec@K), the selected round (summary.json's `selected_round`: the same under the released protocol,
+the best validation round under the validated one) and the last round. Runs of different datasets or
+configurations are never averaged together; +- is shown only for two or more runs.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import math
-import os
 import sys
-import tempfile
 from pathlib import Path
 
-from zscrgan.atomic import write_text_atomic
+from zscrgan.atomic import atomic_file, write_text_atomic
+from zscrgan.config import config_hash
 from zscrgan.errors import UserError
 
-# (label, where in summary.json) of the figures compared across runs.
-FIGURES = (
-    ("released: best unseen Prec over rounds", ("best_test_prec_any_round",)),
-    ("selected round: unseen Prec", ("test_at_selected_round", "prec")),
-    ("selected round: unseen mAP", ("test_at_selected_round", "map")),
-    ("selected round: unseen Top-1", ("test_at_selected_round", "top1")),
-    ("last round: unseen Prec", ("test_at_last_round", "prec")),
-)
+METRICS = (("prec", "Prec"), ("map", "mAP"), ("top1", "Top-1"))
+STAGES = (("released", "best unseen round (released figure)"), ("selected", "selected round"),
+          ("last", "last round"))
 
 
 def read_run(run_dir: Path) -> dict:
-    """A run's summary.json, config.yaml seed and metrics.jsonl records; one clear error if unreadable."""
+    """A run's summary.json, config.yaml and metrics.jsonl records; one clear error if unreadable.
+
+    A round logged twice (a run killed between logging a round and checkpointing it, then resumed)
+    counts once, as its later line.
+    """
     import yaml
 
     run_dir = Path(run_dir)
@@ -35,21 +43,45 @@ def read_run(run_dir: Path) -> dict:
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
         lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
-        records = [json.loads(line) for line in lines if line.strip()]
+        by_round = {}
+        for line in lines:
+            if line.strip():
+                record = json.loads(line)
+                by_round[record["round"]] = record
     except FileNotFoundError as e:
-        raise UserError(f"{e.filename}: not found; is {run_dir} a finished run folder of main.py?") from None
-    except (json.JSONDecodeError, yaml.YAMLError) as e:
+        raise UserError(f"{e.filename}: not found; is {run_dir} a finished run folder?") from None
+    except (json.JSONDecodeError, yaml.YAMLError, KeyError) as e:
         raise UserError(f"{run_dir}: a run file is not valid JSON/YAML ({e})") from None
-    return {"dir": str(run_dir), "seed": cfg.get("seed"), "summary": summary, "records": records}
+    records = [by_round[r] for r in sorted(by_round)]
+    return {"dir": str(run_dir), "seed": cfg.get("seed"), "config": cfg, "summary": summary, "records": records}
 
 
-def _figure(summary: dict, path: tuple) -> float | None:
-    value = summary
-    for key in path:
-        if not isinstance(value, dict) or key not in value:
-            return None
-        value = value[key]
-    return value
+def find_runs(path: Path) -> list[Path]:
+    """`path` if it is a run folder, else every finished run folder below it (a --seeds or study folder)."""
+    path = Path(path)
+    if (path / "summary.json").exists():
+        return [path]
+    found = sorted(p.parent for p in path.rglob("summary.json")
+                   if not any(part.startswith(".") for part in p.relative_to(path).parts))
+    if not found:
+        raise UserError(f"{path}: no finished run folder (with summary.json) in it")
+    return found
+
+
+def figures(run: dict) -> dict:
+    """{stage: {prec, map, top1}} of one run, from its metrics.jsonl records (see the module doc)."""
+    records = run["records"]
+    if not records:
+        return {}
+    released = records[0]
+    for r in records:  # the first round reaching the best unseen Prec, as the run selected it
+        if r["test"]["prec"] > released["test"]["prec"]:
+            released = r
+    selected = next((r for r in records if r["round"] == run["summary"].get("selected_round")), None)
+    out = {"released": released["test"], "last": records[-1]["test"]}
+    if selected is not None:
+        out["selected"] = selected["test"]
+    return out
 
 
 def mean_std(values: list[float]) -> tuple[float, float]:
@@ -61,15 +93,85 @@ def mean_std(values: list[float]) -> tuple[float, float]:
     return mean, math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1))
 
 
-def aggregate(runs: list[dict]) -> dict:
-    """For each figure of FIGURES present in every run: its values, mean and standard deviation."""
+def summarize(runs: list[dict]) -> dict:
+    """{(stage, metric): (mean, std or None, n)} over `runs`; std is None for fewer than two runs."""
+    figs = [figures(r) for r in runs]
     out = {}
-    for label, path in FIGURES:
-        values = [_figure(r["summary"], path) for r in runs]
-        if values and all(v is not None for v in values):
-            mean, std = mean_std(values)
-            out[label] = {"values": values, "mean": mean, "std": std}
+    for stage, _ in STAGES:
+        for metric, _ in METRICS:
+            values = [f[stage][metric] for f in figs if stage in f]
+            if values:
+                mean, std = mean_std(values)
+                out[(stage, metric)] = (mean, std if len(values) > 1 else None, len(values))
     return out
+
+
+def group_runs(runs: list[dict]) -> list[tuple[str, str, list[dict]]]:
+    """[(dataset, label, runs)], one entry per (dataset, config without the seed), in first-seen order.
+
+    The label names the config keys in which a group differs from the other groups of its dataset.
+    """
+    groups: dict = {}
+    for r in runs:
+        groups.setdefault((r["config"].get("dataset"), config_hash(r["config"])), []).append(r)
+    out = []
+    for (dataset, digest), members in groups.items():
+        cfg = members[0]["config"]
+        others = [m[0]["config"] for (d, h), m in groups.items() if d == dataset and h != digest]
+        differing = sorted({k for o in others for k in set(cfg) | set(o) if k != "seed" and o.get(k) != cfg.get(k)})
+        label = ", ".join(f"{k}={cfg.get(k)}" for k in differing) or f"cfg{digest}"
+        out.append((dataset, label, members))
+    return out
+
+
+def cell(mean: float | None, std: float | None, digits: int = 4) -> str:
+    if mean is None:
+        return ""
+    return f"{mean:.{digits}f}" + ("" if std is None else f" ± {std:.{digits}f}")
+
+
+def table_rows(entries: list[dict]) -> list[dict]:
+    """CSV rows of table entries {dataset, variant, runs, finished, total, paper, notes}."""
+    rows = []
+    for e in entries:
+        row = {"dataset": e["dataset"], "variant": e["variant"], "finished": e.get("finished", len(e["runs"])),
+               "total": e.get("total", len(e["runs"]))}
+        stats = e.get("stats") or summarize(e["runs"])
+        for stage, _ in STAGES:
+            for metric, _ in METRICS:
+                mean, std, _n = stats.get((stage, metric), (None, None, 0))
+                row[f"{stage}_{metric}_mean"], row[f"{stage}_{metric}_std"] = mean, std
+        for metric, _ in METRICS:
+            row[f"paper_{metric}"] = (e.get("paper") or {}).get(metric)
+        row["notes"] = e.get("notes", "")
+        rows.append(row)
+    return rows
+
+
+def to_csv(rows: list[dict]) -> str:
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=list(rows[0]), lineterminator="\n")
+    writer.writeheader()
+    writer.writerows([{k: "" if v is None else v for k, v in row.items()} for row in rows])
+    return out.getvalue()
+
+
+def to_markdown(rows: list[dict], k: int = 50) -> str:
+    """One markdown table: mean ± sample std over runs (± only with two or more runs)."""
+    head = ["dataset", "variant", "runs"]
+    for stage, title in STAGES:
+        head += [f"{title}: Prec@{k}", "mAP@" + str(k), "Top-1"]
+    head += ["paper Prec@50 / mAP@50 / Top-1 (%)", "notes"]
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for row in rows:
+        cells = [row["dataset"], row["variant"], f"{row['finished']}/{row['total']}"]
+        for stage, _ in STAGES:
+            cells += [cell(row[f"{stage}_{m}_mean"], row[f"{stage}_{m}_std"]) for m, _ in METRICS]
+        paper = [row[f"paper_{m}"] for m, _ in METRICS]
+        cells.append(" / ".join("–" if p is None else f"{p:g}" for p in paper) if any(p is not None for p in paper) else "")
+        cells.append(row["notes"])
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def format_report(runs: list[dict]) -> str:
@@ -79,63 +181,168 @@ def format_report(runs: list[dict]) -> str:
         t = s.get("test_at_selected_round") or {}
         lines.append(f"{r['dir']}: seed {r['seed']}, {s['rounds_done']} rounds, protocol {s['protocol']}, "
                      f"selected round {s['selected_round']}, unseen Prec {t.get('prec', float('nan')):.4f}")
-    lines.append(f"across {len(runs)} run(s), mean +- std (sample):")
-    for label, stats in aggregate(runs).items():
-        lines.append(f"  {label}: {stats['mean']:.4f} +- {stats['std']:.4f}")
+    for dataset, label, members in group_runs(runs):
+        lines.append(f"{dataset} [{label}]: {len(members)} run(s), seeds {[m['seed'] for m in members]}"
+                     + (", mean +- std (sample):" if len(members) > 1 else ":"))
+        for (stage, metric), (mean, std, _n) in summarize(members).items():
+            title = dict(STAGES)[stage]
+            lines.append(f"  {title}: unseen {dict(METRICS)[metric]} {cell(mean, std)}".replace("±", "+-"))
     return "\n".join(lines)
 
 
-def plot(runs: list[dict], path: Path) -> None:
-    """Prec per round of every run (unseen solid, validation dashed), saved atomically as an image."""
+def aggregate(runs: list[dict]) -> dict:
+    """For each (stage, metric): the values over `runs`, their mean and sample standard deviation.
+
+    The caller passes runs of one configuration (group_runs makes such groups)."""
+    figs = [figures(r) for r in runs]
+    out = {}
+    for stage, title in STAGES:
+        for metric, name in METRICS:
+            values = [f[stage][metric] for f in figs if stage in f]
+            if values and len(values) == len(runs):
+                mean, std = mean_std(values)
+                out[f"{title}: unseen {name}"] = {"values": values, "mean": mean, "std": std}
+    return out
+
+
+# --- plots -------------------------------------------------------------------------------------------
+def plot_curves(groups: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
+    """Per group: mean unseen Prec per round over its runs, a band of +- one std where 2+ runs have the
+    round, and each run's selected round marked; saved atomically as an image."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for r in runs:
-        rounds = [rec["round"] for rec in r["records"]]
-        line, = ax.plot(rounds, [rec["test"]["prec"] for rec in r["records"]], label=f"seed {r['seed']} unseen")
-        if r["records"] and "val" in r["records"][0]:
-            ax.plot(rounds, [rec["val"]["prec"] for rec in r["records"]], "--", color=line.get_color(),
-                    label=f"seed {r['seed']} validation")
-    chance = runs[0]["summary"].get("chance_prec")
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    for label, runs in groups:
+        by_round: dict = {}
+        for r in runs:
+            for rec in r["records"]:
+                by_round.setdefault(rec["round"], []).append(rec["test"]["prec"])
+        rounds = sorted(by_round)
+        stats = [mean_std(by_round[x]) for x in rounds]
+        means = [m for m, _ in stats]
+        line, = ax.plot(rounds, means, label=f"{label} (n={len(runs)})")
+        if len(runs) > 1:
+            ax.fill_between(rounds, [m - s for m, s in stats], [m + s for m, s in stats], color=line.get_color(), alpha=0.2)
+        selected = [(rec["round"], rec["test"]["prec"]) for r in runs for rec in r["records"]
+                    if rec["round"] == r["summary"].get("selected_round")]
+        if selected:
+            ax.scatter(*zip(*selected), marker="o", s=18, color=line.get_color(), zorder=3)
+    chance = groups[0][1][0]["summary"].get("chance_prec") if groups and groups[0][1] else None
     if chance is not None:
         ax.axhline(chance, color="grey", lw=0.8, label="chance")
-    k = runs[0]["summary"].get("top_k", 50)
+    k = groups[0][1][0]["summary"].get("top_k", 50) if groups and groups[0][1] else 50
+    ax.set_title(title, fontsize=10)
     ax.set_xlabel("round")
-    ax.set_ylabel(f"Prec@{k}")
+    ax.set_ylabel(f"unseen Prec@{k} (mean over seeds; dots: selected rounds)")
     ax.legend(fontsize=7)
     fig.tight_layout()
+    path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=path.suffix)
-    os.close(fd)
     try:
-        fig.savefig(tmp)
-        os.replace(tmp, path)
+        with atomic_file(path, "wb") as f:
+            fig.savefig(f, format=path.suffix.lstrip(".") or "png")
     finally:
         plt.close(fig)
-        Path(tmp).unlink(missing_ok=True)
+
+
+# --- study tables ------------------------------------------------------------------------------------
+def ridge_entry(dataset: str, data_root: Path, cfg) -> dict:
+    """The ridge reference on the dataset's seen / unseen split, with the study's input scaling."""
+    from zscrgan.baseline import ridge_baseline
+    from zscrgan.data.release import load_dataset
+    from zscrgan.data.scaling import scale_modality
+
+    ds = load_dataset(Path(data_root) / dataset)
+    image = scale_modality(ds.image, ds.seen, cfg.input_scaling)
+    text = scale_modality(ds.text, ds.seen, cfg.input_scaling)
+    m = ridge_baseline(image, text, ds.seen, ds.unseen, k=cfg.top_k)
+    stats = {(stage, metric): (m[metric], None, 1) for stage, _ in STAGES for metric, _ in METRICS}
+    return {"dataset": dataset, "variant": "ridge reference", "runs": [], "finished": 1, "total": 1, "stats": stats,
+            "notes": f"one ridge fit on all seen classes (class-mean targets, input_scaling {cfg.input_scaling}); no rounds"}
+
+
+def write_study_tables(study, folder: Path, data_root: Path) -> dict:
+    """results.csv, results.md and <dataset>.png of a study folder, from its run folders.
+
+    Returns how many trials are in each status (finished, failed, interrupted, not started).
+    """
+    from zscrgan.config import load_config
+    from zscrgan.study import best_searched, trial_status
+
+    folder = Path(folder)
+    entries, counts = [], {}
+    for dataset in study.datasets:
+        plot_groups = []
+        for variant in study.variants:
+            runs, notes = [], []
+            for trial in (t for t in study.trials(folder) if t.dataset == dataset and t.variant == variant):
+                status, detail = trial_status(Path(trial.run_dir))
+                counts[status] = counts.get(status, 0) + 1
+                if status == "finished":
+                    runs.append(read_run(Path(trial.run_dir)))
+                else:
+                    notes.append(f"seed {trial.seed} {status}" + (f": {detail}" if detail else ""))
+            entries.append({"dataset": dataset, "variant": variant, "runs": runs, "total": len(study.seeds),
+                            "paper": study.paper.get(variant, {}).get(dataset), "notes": "; ".join(notes)})
+            if runs:
+                plot_groups.append((variant, runs))
+        searched = best_searched(folder / dataset / "search")
+        if searched:
+            n = len(list((folder / dataset / "search").glob("*/summary.json")))
+            chosen = ", ".join(f"{k}={searched['overrides'][k]:.4g}" if isinstance(searched['overrides'][k], float)
+                               else f"{k}={searched['overrides'][k]}" for k in study.search)
+            entries.append({"dataset": dataset, "variant": f"search: best of {n} on validation", "total": 1,
+                            "runs": [read_run(Path(searched["run_dir"]))],
+                            "notes": f"seed {study.seeds[0]}; validation Prec {searched['val_prec']:.4f}; {chosen}"})
+        cfg = load_config(dataset, overrides=study.config)
+        try:
+            entries.append(ridge_entry(dataset, data_root, cfg))
+        except UserError as e:
+            entries.append({"dataset": dataset, "variant": "ridge reference", "runs": [], "finished": 0, "total": 1,
+                            "notes": f"not computed: {e}"})
+        if plot_groups:
+            plot_curves(plot_groups, folder / f"{dataset}.png",
+                        f"{study.name} on {dataset}: unseen Prec@{cfg.top_k} per round, mean ± std over seeds")
+    rows = table_rows(entries)
+    write_text_atomic(folder / "results.csv", to_csv(rows))
+    header = (f"# Study {study.name}\n\nFrom the run folders under this folder ({study.protocol} protocol; "
+              f"seeds {', '.join(map(str, study.seeds))}). Mean ± sample standard deviation over finished seeds "
+              "(± only with two or more). 'paper': the authors' slides, in %.\n\n")
+    write_text_atomic(folder / "results.md", header + to_markdown(rows))
+    return counts
 
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="python -m zscrgan.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("runs", nargs="+", type=Path, help="run folders written by main.py")
-    p.add_argument("--plot", type=Path, help="also save Prec per round of every run to this image file")
-    p.add_argument("--json", type=Path, help="also save the aggregate as JSON to this file")
+    p.add_argument("runs", nargs="+", type=Path, help="run folders, --seeds folders or study folders")
+    p.add_argument("--plot", type=Path, help="also save each group's mean Prec per round to this image file")
+    p.add_argument("--json", type=Path, help="also save each group's aggregate as JSON to this file")
+    p.add_argument("--csv", type=Path, help="also save the table as CSV to this file")
+    p.add_argument("--md", type=Path, help="also save the table as markdown to this file")
     args = p.parse_args(argv)
     try:
-        runs = [read_run(d) for d in args.runs]
+        runs = [read_run(d) for path in args.runs for d in find_runs(path)]
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(format_report(runs))
+    groups = group_runs(runs)
     if args.json:
-        write_text_atomic(args.json, json.dumps({"runs": [r["dir"] for r in runs], "aggregate": aggregate(runs)},
+        write_text_atomic(args.json, json.dumps([{"dataset": d, "label": label, "runs": [r["dir"] for r in members],
+                                                  "aggregate": aggregate(members)} for d, label, members in groups],
                                                 indent=1))
+    rows = table_rows([{"dataset": d, "variant": label, "runs": members} for d, label, members in groups])
+    if args.csv:
+        write_text_atomic(args.csv, to_csv(rows))
+    if args.md:
+        write_text_atomic(args.md, to_markdown(rows))
     if args.plot:
-        plot(runs, args.plot)
+        plot_curves([(f"{d} {label}", members) for d, label, members in groups], args.plot,
+                    "unseen Prec per round, mean ± std over the runs of each configuration")
         print(f"plot: {args.plot}")
     return 0
 

@@ -1,0 +1,495 @@
+"""Studies: every (dataset, variant, seed) of a study file as a Ray Tune trial, then tables and plots.
+
+    python -m zscrgan.study studies/demo.yaml                 # a local Ray, nothing to start by hand
+    python -m zscrgan.study studies/ablations.yaml --dataset CUB --cpus_per_trial 2
+    python -m zscrgan.study studies/ablations.yaml --address ray://head:10001   # an existing cluster
+    python -m zscrgan.study studies/demo.yaml --search optuna --trials 8       # search on validation
+
+A study file (YAML) has the keys of STUDY_KEYS: `datasets`, `seeds`, `variants` (name: config overrides,
+applied over the released config and the study's `config`), `rounds` or `time_budget` (minutes) per
+trial, `protocol`, and optionally `paper` (the slides' numbers per variant and dataset) and `search`
+(a search space). Every trial is an ordinary run folder, `<study folder>/<dataset>/<variant>/seed<k>/`,
+which is the one source of truth: running the same command again skips the trials whose run folder holds
+a finished summary and resumes the others from their last checkpoint. The study folder gets
+`results.csv`, `results.md` and one plot per dataset.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+
+from zscrgan.atomic import write_text_atomic
+from zscrgan.config import CHOICES, DEFAULT_FILE, load_config, merge, read_yaml
+from zscrgan.errors import UserError
+from zscrgan.provenance import holds_run
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log (workers inherit it)
+
+STUDY_KEYS = {
+    "description": "free text",
+    "datasets": "list of dataset names (folders under --data_root; DEMO is made on first use)",
+    "seeds": "list of seeds; every variant runs once per seed",
+    "variants": "mapping of variant name to config overrides (an empty mapping is the released model)",
+    "config": "config overrides applied to every variant (e.g. shorter phases for a demo)",
+    "rounds": "rounds per trial (default: the config's rounds)",
+    "time_budget": "minutes per trial (a trial stops before a round would end past it)",
+    "protocol": f"{' | '.join(CHOICES['protocol'])}: how each trial selects its round",
+    "paper": "the published numbers, {variant: {dataset: {prec|map|top1: percent}}}, shown beside ours",
+    "search": "search space for --search: {config key: [uniform|loguniform|int, low, high] or [choice, a, b, ...]}",
+}
+TRIAL_KEYS_FROM_STUDY = ("seed", "demo")  # set by the study itself, never by a variant
+SPACE_KINDS = ("uniform", "loguniform", "int", "choice")
+ERROR_FILE = "error.txt"
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+DEMO = "DEMO"
+
+
+# --- the study file ----------------------------------------------------------------------------------
+@dataclass
+class Trial:
+    """One (dataset, variant, seed) and where its run folder is."""
+
+    dataset: str
+    variant: str
+    seed: int
+    overrides: dict
+    run_dir: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.dataset}/{self.variant}/seed{self.seed}"
+
+
+@dataclass
+class Study:
+    name: str
+    file: str
+    datasets: list
+    seeds: list
+    variants: dict
+    config: dict
+    rounds: int | None
+    time_budget: float | None
+    protocol: str
+    paper: dict
+    search: dict
+
+    def overrides(self, variant: str, seed: int) -> dict:
+        """The config overrides of one trial: study config, variant, protocol, rounds, seed."""
+        out = {**self.config, **self.variants[variant], "protocol": self.protocol, "seed": seed}
+        if self.rounds is not None:
+            out["rounds"] = self.rounds
+        elif self.time_budget is not None:
+            out["rounds"] = 10 ** 9  # the time budget decides
+        return out
+
+    def trials(self, folder: Path) -> list[Trial]:
+        return [Trial(ds, v, s, self.overrides(v, s), str(Path(folder).resolve() / ds / v / f"seed{s}"))
+                for ds in self.datasets for v in self.variants for s in self.seeds]
+
+
+def _need(cond: bool, where: str, problem: str) -> None:
+    if not cond:
+        raise UserError(f"{where}: {problem}")
+
+
+def _names(value, where: str, what: str) -> list:
+    _need(isinstance(value, list) and value and all(isinstance(v, str) and NAME.match(v) for v in value),
+          where, f"'{what}' must be a non-empty list of names (letters, digits, _ . -), got {value!r}")
+    return value
+
+
+def load_study(path: Path, data_root: Path, only: list[str] | None = None) -> Study:
+    """Read and validate a study file; every problem is a UserError naming the file and the key.
+
+    Validates every variant's overrides against the config schema for every dataset, and that every
+    dataset folder exists (DEMO is made on first use), so nothing starts on a study that would fail.
+    """
+    path = Path(path)
+    where = str(path)
+    raw = read_yaml(path)
+    unknown = sorted(set(raw) - set(STUDY_KEYS))
+    _need(not unknown, where, f"unknown key '{unknown[0] if unknown else ''}' (known keys: {', '.join(STUDY_KEYS)})")
+    datasets = _names(raw.get("datasets"), where, "datasets")
+    seeds = raw.get("seeds")
+    _need(isinstance(seeds, list) and seeds and all(type(s) is int and s >= 0 for s in seeds)
+          and len(set(seeds)) == len(seeds), where, f"'seeds' must be a non-empty list of distinct seeds (integers >= 0), got {seeds!r}")
+    variants = raw.get("variants", {"released": {}})
+    _need(isinstance(variants, dict) and variants, where, "'variants' must be a mapping of name: config overrides")
+    _names(list(variants), where, "variants")
+    config = raw.get("config") or {}
+    _need(isinstance(config, dict), where, "'config' must be a mapping of config keys")
+    rounds, budget = raw.get("rounds"), raw.get("time_budget")
+    _need(rounds is None or (type(rounds) is int and rounds > 0), where, f"'rounds' must be a positive integer, got {rounds!r}")
+    _need(budget is None or (isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget > 0),
+          where, f"'time_budget' must be a positive number of minutes, got {budget!r}")
+    protocol = raw.get("protocol", "released")
+    _need(protocol in CHOICES["protocol"], where, f"'protocol' must be one of {', '.join(CHOICES['protocol'])}, got {protocol!r}")
+    defaults = read_yaml(DEFAULT_FILE)
+    merge(defaults, config, f"{where}: config")
+    for name, overrides in variants.items():
+        source = f"{where}: variant '{name}'"
+        _need(isinstance(overrides, dict), source, "must be a mapping of config overrides ({} for the released model)")
+        for key in TRIAL_KEYS_FROM_STUDY:
+            _need(key not in overrides, source, f"'{key}' is set by the study for all variants, not by one")
+        merge(defaults, overrides, source)
+    paper = raw.get("paper") or {}
+    _need(isinstance(paper, dict) and all(v in variants and isinstance(by_ds, dict) for v, by_ds in paper.items()),
+          where, "'paper' must map variant names of 'variants' to {dataset: {prec|map|top1: percent}}")
+    search = _check_space(raw.get("search") or {}, defaults, where)
+
+    if only:
+        missing = [d for d in only if d not in datasets]
+        _need(not missing, "--dataset", f"'{missing[0] if missing else ''}' is not in the study's datasets ({', '.join(datasets)})")
+        datasets = [d for d in datasets if d in only]
+    for ds in datasets:
+        _need(ds == DEMO or (Path(data_root) / ds).is_dir(), where,
+              f"unknown dataset '{ds}': no folder {Path(data_root) / ds} (see the README's 'Getting the data')")
+        for name in variants:  # the dataset's own config file, then the variant, must resolve
+            try:
+                load_config(ds, overrides={**config, **variants[name], "protocol": protocol})
+            except UserError as e:
+                raise UserError(f"{where}: variant '{name}' on {ds}: {e}") from None
+    return Study(path.stem, where, datasets, seeds, variants, config, rounds,
+                 None if budget is None else float(budget), protocol, paper, search)
+
+
+def _check_space(space: dict, defaults: dict, where: str) -> dict:
+    _need(isinstance(space, dict), where, "'search' must be a mapping of config key: [kind, ...]")
+    for key, spec in space.items():
+        source = f"{where}: search key '{key}'"
+        _need(key in defaults and not isinstance(defaults[key], dict) and key not in TRIAL_KEYS_FROM_STUDY,
+              source, "not a config key that a search can vary")
+        _need(isinstance(spec, list) and len(spec) >= 2 and spec[0] in SPACE_KINDS, source,
+              f"must be [kind, ...] with kind one of {', '.join(SPACE_KINDS)}")
+        if spec[0] == "choice":
+            for value in spec[1:]:
+                merge(defaults, {key: value}, source)
+        else:
+            _need(len(spec) == 3 and all(isinstance(v, (int, float)) for v in spec[1:]) and spec[1] < spec[2],
+                  source, f"{spec[0]} needs a low and a high bound, low < high")
+            merge(defaults, {key: spec[1]} if spec[0] == "int" else {key: float(spec[1])}, source)
+    return space
+
+
+# --- trial status, from the run folder ---------------------------------------------------------------
+def trial_status(run_dir: Path) -> tuple[str, str]:
+    """(`finished` | `failed` | `interrupted` | `not started`, detail) of a trial's run folder."""
+    run_dir = Path(run_dir)
+    try:
+        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        cfg = read_yaml(run_dir / "config.yaml")
+    except (OSError, ValueError, UserError):
+        summary, cfg = None, {}
+    if summary and _finished(summary, cfg):
+        return "finished", summary["stopped"]
+    if (run_dir / ERROR_FILE).exists():
+        return "failed", (run_dir / ERROR_FILE).read_text(encoding="utf-8").strip()
+    if (run_dir / "checkpoints" / "last").exists() or summary:
+        return "interrupted", f"{summary['rounds_done'] if summary else 'some'} rounds done"
+    return "not started", ""
+
+
+def _finished(summary: dict, cfg: dict) -> bool:
+    stopped = summary.get("stopped", "")
+    return stopped.startswith("time budget") or (stopped.startswith("completed")
+                                                 and summary.get("rounds_done", 0) >= cfg.get("rounds", 0))
+
+
+# --- the trainable (runs in a Ray worker) ------------------------------------------------------------
+def run_trial(config: dict) -> None:
+    """Ray Tune function trainable: one ordinary run in the trial's run folder, new or resumed.
+
+    Reports every round's unseen metrics (and validation Prec under the validated protocol) with
+    `ray.tune.report`; `score` is the selection metric of the best round so far (validation Prec@K
+    under the validated protocol). A failure is written to the run folder's error.txt and re-raised,
+    so Ray marks the trial failed and the table shows why.
+    """
+    from ray import tune
+
+    spec = config["trial"]
+    overrides = {**spec["overrides"], **config.get("searched", {})}
+    run_dir = Path(spec["run_dir"] or Path(spec["search_dir"]) / tune.get_context().get_trial_id())
+    if trial_status(run_dir)[0] == "finished":
+        return
+    run_dir.mkdir(parents=True, exist_ok=True)
+    lock = open(run_dir / ".lock", "w")
+    try:
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the OS when this process dies
+    except OSError:
+        lock.close()
+        raise UserError(f"{run_dir}: another process is running this trial (a second driver of the same study?)") from None
+    (run_dir / ERROR_FILE).unlink(missing_ok=True)
+    try:
+        _limit_threads(spec["cpus"])
+        from zscrgan.run import Run
+
+        cfg = load_config(spec["dataset"], overrides=overrides)
+        with open(run_dir / "console.log", "a", encoding="utf-8") as console:
+            def log(line):
+                console.write(line + "\n")
+                console.flush()
+
+            run = Run(cfg, run_dir, Path(spec["data_root"]), results_root=None, log=log)
+            if not run.resume() and holds_run(run_dir):
+                _clear_unstarted(run_dir)  # it stopped before its first round ended: start it afresh
+            run.start(overrides, spec["command"])
+
+            def report(record):
+                metrics = {"round": record["round"], **{f"test_{k}": v for k, v in record["test"].items()},
+                           "score": run.best.score}
+                metrics.update({f"val_{k}": v for k, v in record.get("val", {}).items()})
+                tune.report(metrics)
+
+            run.train(spec["time_budget"], on_round=report)
+    except Exception as e:
+        write_text_atomic(run_dir / ERROR_FILE, f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}\n")
+        (run_dir / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
+        raise
+    finally:
+        lock.close()
+
+
+def _limit_threads(cpus: float) -> None:
+    """TensorFlow's thread pools to the trial's CPUs (only possible before TensorFlow's first op)."""
+    import tensorflow as tf
+
+    n = max(1, int(cpus))
+    try:
+        tf.config.threading.set_intra_op_parallelism_threads(n)
+        tf.config.threading.set_inter_op_parallelism_threads(n)
+    except RuntimeError:
+        pass  # a reused worker: TensorFlow is set up already, with the same count
+
+
+def _clear_unstarted(run_dir: Path) -> None:
+    for path in run_dir.iterdir():
+        if path.name not in ("console.log", ".lock"):
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
+
+
+# --- running on Ray ----------------------------------------------------------------------------------
+def _start_ray(args) -> bool:
+    """Connect to --address, or start a local Ray; returns whether this process started it."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never contact the internet
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's console tables off (verbose=0); our lines instead
+    if ray.is_initialized():
+        return False
+    if args.address:
+        ray.init(address=args.address, log_to_driver=False)
+        return True
+    # Local workers import this package from where the driver found it.
+    root = str(Path(__file__).resolve().parent.parent)
+    os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    ray.init(num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             _temp_dir=os.path.join(tempfile.gettempdir(), f"zscrgan-ray-{os.getuid() if hasattr(os, 'getuid') else 0}"))
+    return True
+
+
+def _progress_callback(total: int):
+    from ray import tune
+
+    class Progress(tune.Callback):
+        """One console line per trial event, instead of Tune's status tables."""
+
+        def __init__(self):
+            self.done = 0
+
+        def _label(self, trial):
+            spec = trial.config["trial"]
+            if spec["run_dir"]:
+                return f"{spec['dataset']}/{spec['variant']}/seed{spec['seed']}"
+            return f"{spec['dataset']}/search/{trial.trial_id}"
+
+        def on_trial_start(self, iteration, trials, trial, **info):
+            print(f"started  {self._label(trial)}", flush=True)
+
+        def on_trial_result(self, iteration, trials, trial, result, **info):
+            line = f"         {self._label(trial)} round {result['round']}: unseen Prec {result['test_prec']:.4f}"
+            if "val_prec" in result:
+                line += f", validation Prec {result['val_prec']:.4f}"
+            print(line, flush=True)
+
+        def on_trial_complete(self, iteration, trials, trial, **info):
+            self.done += 1
+            print(f"finished {self._label(trial)} ({self.done}/{total})", flush=True)
+
+        def on_trial_error(self, iteration, trials, trial, **info):
+            self.done += 1
+            spec = trial.config["trial"]
+            status = trial_status(Path(spec["run_dir"] or Path(spec["search_dir"]) / trial.trial_id))[1]
+            print(f"FAILED   {self._label(trial)} ({self.done}/{total}): {status}", flush=True)
+
+    return Progress()
+
+
+def _tuner(trainable_config: dict, args, folder: Path, name: str, total: int, **tune_config):
+    from ray import tune
+
+    trainable = tune.with_resources(run_trial, {"cpu": args.cpus_per_trial, "gpu": args.gpus_per_trial})
+    shutil.rmtree(folder / ".tune" / name, ignore_errors=True)  # the run folders, not Tune's records, are kept
+    return tune.Tuner(
+        trainable, param_space=trainable_config,
+        tune_config=tune.TuneConfig(max_concurrent_trials=args.max_concurrent, reuse_actors=True,
+                                    trial_dirname_creator=lambda trial: trial.trial_id, **tune_config),
+        run_config=tune.RunConfig(name=name, storage_path=str((folder / ".tune").resolve()), verbose=0,
+                                  callbacks=[_progress_callback(total)],
+                                  failure_config=tune.FailureConfig(max_failures=0)))
+
+
+def _trial_spec(study: Study, args, dataset: str, **fields) -> dict:
+    return {"dataset": dataset, "data_root": str(Path(args.data_root).resolve()), "time_budget": study.time_budget,
+            "cpus": args.cpus_per_trial, "command": args.command, "run_dir": None, **fields}
+
+
+def pending(study: Study, folder: Path) -> list[Trial]:
+    """The study's trials whose run folder holds no finished run."""
+    return [t for t in study.trials(folder) if trial_status(Path(t.run_dir))[0] != "finished"]
+
+
+def run_grid(study: Study, folder: Path, args) -> list[Trial]:
+    """Every trial of the study that has not finished, on Ray Tune; returns the trials it ran."""
+    from ray import tune
+
+    todo = pending(study, folder)
+    if not todo:
+        return []
+    specs = [_trial_spec(study, args, t.dataset, variant=t.variant, seed=t.seed, overrides=t.overrides,
+                         run_dir=t.run_dir) for t in todo]
+    print(f"{len(todo)} trial(s) to run, {len(study.trials(folder)) - len(todo)} finished already", flush=True)
+    _tuner({"trial": tune.grid_search(specs)}, args, folder, "grid", len(todo)).fit()
+    return todo
+
+
+def run_search(study: Study, folder: Path, args) -> dict:
+    """For each dataset, an Optuna search over `search` on seed `seeds[0]`, scored by validation Prec only.
+
+    Returns, per dataset, the chosen configuration and its unseen metrics at its validation-selected round.
+    """
+    from ray import tune
+    from ray.tune.search.optuna import OptunaSearch
+
+    chosen = {}
+    for ds in study.datasets:
+        search_dir = (folder / ds / "search").resolve()
+        space = {k: _tune_domain(spec) for k, spec in study.search.items()}
+        spec = _trial_spec(study, args, ds, variant="search", seed=study.seeds[0],
+                           overrides=study.overrides(next(iter(study.variants)), study.seeds[0]),
+                           search_dir=str(search_dir))
+        done = sorted(search_dir.glob("*/summary.json")) if search_dir.exists() else []
+        remaining = args.trials - len(done)
+        if remaining > 0:
+            searcher = OptunaSearch(metric="score", mode="max", seed=study.seeds[0])
+            _tuner({"trial": spec, "searched": space}, args, folder, f"search-{ds}", remaining,
+                   search_alg=searcher, num_samples=remaining).fit()
+        chosen[ds] = best_searched(search_dir)
+    return chosen
+
+
+def _tune_domain(spec: list):
+    from ray import tune
+
+    kind, *values = spec
+    if kind == "choice":
+        return tune.choice(values)
+    return {"uniform": tune.uniform, "loguniform": tune.loguniform, "int": tune.randint}[kind](*values)
+
+
+def best_searched(search_dir: Path) -> dict | None:
+    """The searched run with the best validation Prec at its selected round (never an unseen figure)."""
+    best = None
+    for summary_path in sorted(Path(search_dir).glob("*/summary.json")):
+        summary = json.loads(summary_path.read_text(encoding="utf-8"))
+        val = summary.get("val_at_selected_round") or {}
+        if "prec" in val and (best is None or val["prec"] > best["val_prec"]):
+            history = json.loads((summary_path.parent / "provenance.jsonl").read_text().splitlines()[0])
+            best = {"run_dir": str(summary_path.parent), "val_prec": val["prec"],
+                    "overrides": history["overrides"], "test_at_selected_round": summary["test_at_selected_round"]}
+    return best
+
+
+# --- the command -------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m zscrgan.study", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("study", type=Path, help="a study file (YAML), e.g. studies/demo.yaml")
+    p.add_argument("--dataset", nargs="+", metavar="NAME", help="run only these of the study's datasets")
+    p.add_argument("--output_dir", type=Path, help="study folder (default: runs/studies/<study file name>)")
+    p.add_argument("--data_root", default=os.environ.get("ZSCRGAN_DATA_ROOT") or "datasets",
+                   help="folder holding the dataset folders (default: $ZSCRGAN_DATA_ROOT if set, else ./datasets)")
+    p.add_argument("--address", help="an existing Ray cluster (e.g. ray://head:10001 or auto); default: a local Ray")
+    p.add_argument("--num_cpus", type=int, help="CPUs of the local Ray (default: all of this machine's)")
+    p.add_argument("--cpus_per_trial", type=float, default=1.0, help="CPUs each trial holds (default 1)")
+    p.add_argument("--gpus_per_trial", type=float, default=0.0, help="GPUs each trial holds, fractions allowed (default 0)")
+    p.add_argument("--max_concurrent", type=int, help="at most this many trials at once (default: as resources allow)")
+    p.add_argument("--search", choices=("optuna",), help="search the study's 'search' space (validated protocol only)")
+    p.add_argument("--trials", type=int, default=8, help="trials of a search, per dataset (default 8)")
+    p.add_argument("--report_only", action="store_true", help="write the tables and plots from the run folders; run nothing")
+    return p
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    args.command = sys.argv if argv is None else ["zscrgan", "study", *argv]
+    try:
+        if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
+            raise UserError("--cpus_per_trial must be > 0 and --gpus_per_trial >= 0")
+        study = load_study(args.study, Path(args.data_root), args.dataset)
+        if args.search:
+            if study.protocol != "validated" or not study.search:
+                raise UserError(f"{args.study}: --search needs 'protocol: validated' and a 'search' space in the "
+                                "study file (a search never selects on the unseen classes)")
+            if args.trials < 1:
+                raise UserError("--trials must be at least 1")
+        folder = args.output_dir or Path("runs") / "studies" / study.name
+        folder.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(folder / "study.yaml", Path(args.study).read_text(encoding="utf-8"))
+        if DEMO in study.datasets:  # made once here, not by concurrent trials
+            from zscrgan.data.demo import DemoSpec, ensure_demo
+            ensure_demo(Path(args.data_root) / DEMO, DemoSpec(**load_config(DEMO, overrides=study.config).demo))
+    except UserError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    interrupted, chosen = False, None
+    if not args.report_only and (args.search or pending(study, folder)):
+        own_ray = _start_ray(args)
+        try:
+            if args.search:
+                chosen = run_search(study, folder, args)
+            else:
+                run_grid(study, folder, args)
+        except KeyboardInterrupt:
+            interrupted = True
+        finally:
+            if own_ray:
+                import ray
+                ray.shutdown()
+        if chosen is not None:
+            write_text_atomic(folder / "search.json", json.dumps(chosen, indent=1))
+    from zscrgan.report import write_study_tables
+
+    statuses = write_study_tables(study, folder, Path(args.data_root))
+    print(f"study folder: {folder} | {time.perf_counter() - started:.0f} s | "
+          + ", ".join(f"{n} {s}" for s, n in statuses.items()))
+    print(f"tables: {folder / 'results.md'}, {folder / 'results.csv'}")
+    if interrupted or statuses.get("interrupted") or statuses.get("not started"):
+        print("not every trial has finished: run the same command again to continue", flush=True)
+    return 130 if interrupted else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
