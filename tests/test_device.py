@@ -31,15 +31,15 @@ REVIEWED = {
 
 
 def _phase_functions(**overrides):
-    """Concrete functions of the E-step, the M-step, the query and gallery embeddings and the search."""
+    """Concrete functions of the compiled E- and M-step chunks, the query and gallery embeddings and the search."""
     cfg = _cfg(**overrides)
     trainer = Trainer(cfg, I, T)
     packed = _packed()
     e = _schedule(packed, (2, cfg.critic_steps + 1, B))
     m = _schedule(packed, (2, B))
     texts, images = tf.zeros([3, T]), tf.zeros([5, I])
-    return [trainer.e_step.get_concrete_function(packed.images, packed.texts, *e),
-            trainer.m_step.get_concrete_function(packed.images, packed.texts, *m),
+    return [trainer._e_step_chunk.get_concrete_function(packed.images, packed.texts, *e, tf.zeros([5])),
+            trainer._m_step_chunk.get_concrete_function(packed.images, packed.texts, *m, tf.constant(0.0)),
             trainer._embed_query_once.get_concrete_function(texts),
             trainer.embed_gallery.get_concrete_function(images),
             unit_rows.get_concrete_function(), _merge_chunk.get_concrete_function()]

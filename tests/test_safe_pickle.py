@@ -142,3 +142,22 @@ def test_loads_real_python2_pickles(name, count, n_classes):
     labels = load_pickle(require_real_data("gazsl_cub_nab", "CUB2011", name))
     assert len(labels) == count
     assert set(int(v) for v in labels) == set(range(n_classes))
+
+
+def test_admits_what_numpy_writes_at_every_protocol(tmp_path):
+    """Protocol 5 rebuilds arrays with numpy's _frombuffer; protocol 2 writes a zero-length array's
+    data as builtins.bytes(). Both are admitted, with their arguments checked."""
+    arrays = [np.ones(3, np.float32), np.zeros(0, np.float32), np.arange(6.0).reshape(2, 3).T, np.arange(4)]
+    for protocol in (2, 3, 4, 5):
+        path = tmp_path / f"p{protocol}.pkl"
+        path.write_bytes(pickle.dumps({1: arrays}, protocol=protocol))
+        for got, want in zip(load_pickle(path)[1], arrays):
+            assert got.dtype == want.dtype and got.shape == want.shape and np.array_equal(got, want)
+    # bytes(n) would allocate n bytes; an object dtype from a buffer would hold pointers.
+    bomb = b"\x80\x02c__builtin__\nbytes\nJ\x00\x00\x00\x40\x85R."
+    with pytest.raises(UserError, match="refusing to load pickle: it references builtins.bytes with arguments"):
+        load_pickle(_write(tmp_path / "bytes_bomb.pkl", bomb))
+    objects = pickle.dumps(np.zeros(2), protocol=5).replace(b"f8", b"O8")  # the same bytes as object pointers
+    assert b"_frombuffer" in objects
+    with pytest.raises(UserError, match="refusing to load pickle"):
+        load_pickle(_write(tmp_path / "object_buffer.pkl", objects))

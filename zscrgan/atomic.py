@@ -7,10 +7,16 @@ the result private to the user), so the final file or folder gets the usual perm
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
+
+
+# Names `_sibling` and `retired_name` give: what `remove_debris` recognises.
+_DEBRIS = re.compile(r"\..+\.(new|tmp)-[0-9a-f]{12}")
+_RETIRED = re.compile(r"\.(.+)\.old")
 
 
 def _sibling(path: Path, tag: str) -> Path:
@@ -32,7 +38,8 @@ def atomic_file(path, mode: str = "wb"):
             os.fsync(f.fileno())
         os.replace(tmp, path)
     finally:
-        tmp.unlink(missing_ok=True)  # gone after the rename; debris otherwise
+        with suppress(OSError):  # a failing clean-up must not hide the error that stopped the write
+            tmp.unlink(missing_ok=True)  # gone after the rename; debris otherwise
 
 
 def write_text_atomic(path, text: str) -> None:
@@ -41,11 +48,32 @@ def write_text_atomic(path, text: str) -> None:
 
 
 def append_line(path, line: str) -> None:
-    """Append one complete line and flush it to disk (a JSON-lines log survives a crash line by line)."""
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line + "\n")
-        f.flush()
-        os.fsync(f.fileno())
+    """Append one complete line and sync it to disk (a JSON-lines log survives a crash line by line).
+
+    If the write fails (a full disk), the file is cut back to its previous length, so no half line
+    stays behind; the error is raised. A kill in the middle can still leave a torn last line, which
+    readers of the log drop (`read_lines`).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o666)
+    try:
+        start = os.fstat(fd).st_size
+        try:
+            data = (line + "\n").encode("utf-8")
+            while data:
+                data = data[os.write(fd, data):]
+            os.fsync(fd)
+        except OSError as err:
+            with suppress(OSError):
+                os.ftruncate(fd, start)
+            raise OSError(err.errno, err.strerror, str(path)) from None
+    finally:
+        os.close(fd)
+
+
+def read_lines(path) -> list[str]:
+    """The complete lines of a log written by `append_line`: a torn last line (no newline) is left out."""
+    text = Path(path).read_text(encoding="utf-8", errors="replace")
+    return text.split("\n")[:-1]
 
 
 def retired_name(folder: Path) -> Path:
@@ -80,6 +108,27 @@ def staged_folder(folder):
             os.rename(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone after the rename; debris otherwise
+
+
+def remove_debris(folder) -> None:
+    """Clear what writers killed mid-write left in `folder` (not below it): temporary files and
+    staging folders are removed, and a retired folder whose replacement never arrived is put back.
+
+    Only for folders that one process writes at a time (a run folder), since another writer's
+    temporary names look the same.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        if _DEBRIS.fullmatch(entry.name):
+            shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        elif (retired := _RETIRED.fullmatch(entry.name)) and entry.is_dir():
+            live = folder / retired.group(1)
+            if live.exists():
+                shutil.rmtree(entry)
+            else:
+                os.rename(entry, live)
 
 
 def publish_copy(src, dst) -> bool:

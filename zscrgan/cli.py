@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import importlib
 import json
+import math
 import os
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ def build_parser(defaults: dict, meanings: dict, prog: str | None = None) -> arg
     from zscrgan.config import CHOICES
 
     p = argparse.ArgumentParser(prog=prog, description=TRAIN_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--dataset", default="DEMO",
+    p.add_argument("--dataset",
                    help="dataset folder name under --data_root; configs/<DATASET>.yaml applies if it exists "
                         "[default: DEMO]")
     p.add_argument("--config", metavar="FILE", help="a YAML file of config keys, applied over configs/<DATASET>.yaml")
@@ -128,8 +129,9 @@ def evaluate_one(cfg, run_dir: Path, args) -> None:
     print(f"written: {run_dir / ('evaluation-draws%d.json' % out['eval_draws'])}")
 
 
-def train_seeds(cfg, base: Path, seeds, args, overrides: dict) -> None:
-    """One run per seed under base/seed<k>, then mean and standard deviation across them."""
+def train_seeds(cfg, base: Path, seeds, args, overrides: dict) -> dict:
+    """One run per seed under base/seed<k>, then mean and standard deviation across them; returns the
+    last run's summary."""
     from zscrgan.atomic import write_text_atomic
     from zscrgan.report import aggregate, format_report, read_run
 
@@ -143,6 +145,31 @@ def train_seeds(cfg, base: Path, seeds, args, overrides: dict) -> None:
     print(format_report(done))
     write_text_atomic(base / "seeds_summary.json",
                       json.dumps({"seeds": [r["seed"] for r in done], "aggregate": aggregate(done)}, indent=1))
+    return summary
+
+
+def _check_flags(args) -> None:
+    """Refuse flags that contradict each other or name a folder where a file is (UserError, one line)."""
+    from zscrgan.errors import UserError
+    from zscrgan.files import not_a_folder
+
+    budget = args.time_budget
+    if budget is not None and not (math.isfinite(budget) and budget > 0):
+        raise UserError(f"--time_budget must be a positive number of minutes, got {budget}")
+    if args.seeds and args.cfg_seed is not None:
+        raise UserError("give either --seed or --seeds, not both")
+    if args.dataset is not None and (args.resume or args.evaluate):
+        flag = "--resume" if args.resume else "--evaluate"
+        raise UserError(f"--dataset with {flag}: the run folder's config.yaml names its dataset; drop --dataset")
+    for flag, folder in (("--output_dir", args.output_dir), ("--results_root", args.results_root),
+                         ("--data_root", args.data_root)):
+        problem = folder is not None and not_a_folder(folder)
+        if problem:
+            raise UserError(f"{flag} {folder}: {problem}; give a folder")
+
+
+# Exit status of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
+EXIT_INTERRUPTED = 130
 
 
 def dataset_recommendation(args) -> dict:
@@ -157,12 +184,15 @@ def dataset_recommendation(args) -> dict:
 
 
 def train_main(argv=None, prog: str | None = None) -> int:
-    """`zscrgan train` (and `python main.py`): parse the flags, then train, resume or evaluate."""
+    """`zscrgan train` (and `python main.py`): parse the flags, then train, resume or evaluate.
+
+    Returns the exit status: 0 done (rounds or time budget), 2 bad input (one line on stderr), 130 Ctrl-C.
+    """
     import yaml
 
     from zscrgan.config import (DEFAULT_FILE, flatten, key_meanings, load_config, parse_flag_value, read_yaml,
                                 to_plain, unflatten)
-    from zscrgan.errors import UserError
+    from zscrgan.errors import UserError, one_line
     from zscrgan.provenance import default_run_name, new_folder
 
     defaults = flatten(read_yaml(DEFAULT_FILE))
@@ -170,9 +200,10 @@ def train_main(argv=None, prog: str | None = None) -> int:
     args.command = sys.argv if argv is None else [prog or "main.py", *argv]  # recorded in the run's provenance
     overrides = unflatten({k: parse_flag_value(getattr(args, f"cfg_{k}")) for k in defaults
                            if getattr(args, f"cfg_{k}") is not None})
+    summary = None
     try:
-        if args.time_budget is not None and args.time_budget <= 0:
-            raise UserError(f"--time_budget must be a positive number of minutes, got {args.time_budget}")
+        _check_flags(args)
+        args.dataset = args.dataset or "DEMO"
         if args.resume or args.evaluate:
             if args.resume and args.evaluate:
                 raise UserError("give either --resume or --evaluate, not both")
@@ -193,7 +224,7 @@ def train_main(argv=None, prog: str | None = None) -> int:
         if args.print_config:
             print(yaml.safe_dump(to_plain(cfg), sort_keys=False), end="")
         elif args.resume:
-            train_one(cfg, run_dir, args, overrides, resume=True)
+            summary = train_one(cfg, run_dir, args, overrides, resume=True)
         elif args.evaluate:
             evaluate_one(cfg, run_dir, args)
         elif args.seeds:
@@ -201,13 +232,22 @@ def train_main(argv=None, prog: str | None = None) -> int:
                 base = Path(args.output_dir)
             else:
                 base = new_folder(Path("runs") / cfg.dataset / default_run_name(cfg, args.name, seeds=True))
-            train_seeds(cfg, base, args.seeds, args, overrides)
+            summary = train_seeds(cfg, base, args.seeds, args, overrides)
         else:
             run_dir = Path(args.output_dir or Path("runs") / cfg.dataset / default_run_name(cfg, args.name))
-            train_one(cfg, run_dir, args, overrides, numbered=not args.output_dir)
+            summary = train_one(cfg, run_dir, args, overrides, numbered=not args.output_dir)
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
+    except OSError as e:  # a disk problem the writers did not name themselves (a full or read-only disk)
+        where = e.filename or "output"
+        print(f"error: {one_line(f'{where}: {e.strerror or e}')}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:  # Ctrl-C before training started (loading data, compiling)
+        print("interrupted (Ctrl-C)", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    if summary is not None and summary["stopped"].startswith("interrupted"):
+        return EXIT_INTERRUPTED
     return 0
 
 

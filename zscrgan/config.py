@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -15,7 +16,8 @@ from typing import Any, Mapping
 import yaml
 from easydict import EasyDict
 
-from zscrgan.errors import UserError
+from zscrgan.errors import UserError, brief
+from zscrgan.files import not_a_file
 
 
 
@@ -44,18 +46,57 @@ CHOICES = {
 POSITIVE = {"batch_size", "gf_dim", "df_dim", "embed_dim", "z_dim", "top_k", "eval_draws",
             "e_step_iters", "m_step_iters", "critic_steps", "kmeans_clusters"}
 
+# Limits that turn a mistyped number into one clear line instead of a hang, an overflow in training
+# or an exhausted memory (README, "Limits").
+MAX_INT = 2**31 - 1          # any integer key
+MAX_FLOAT = 1e6              # any float key (learning rates, coefficients, clip_val, noise levels); finite
+MAX_PHASE_ROWS = 2**24       # batch rows one phase's schedule holds: iterations x steps each x batch_size
+MAX_EVAL_DRAWS = 1000
+MAX_WEIGHTS = 2**28          # weights of the four networks (26.7 million at the released CUB sizes)
+MAX_DEMO_VALUES = 2**28      # feature values of the synthetic demo dataset
+MAX_CONFIG_BYTES = 1 << 20   # a config file
+
+
+class _StrictLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (never constructs Python objects) that also refuses a key given twice in one
+    mapping, which PyYAML would otherwise resolve silently to the last value."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode):
+                if key_node.value in seen:
+                    raise yaml.constructor.ConstructorError(
+                        None, None, f"key {brief(key_node.value)} is given twice", key_node.start_mark)
+                seen.add(key_node.value)
+        return super().construct_mapping(node, deep=deep)
+
+
+_StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_yaml_map)
+
 
 def read_yaml(path: Path) -> dict:
-    """Read a YAML mapping (safe loader: never constructs Python objects)."""
+    """Read a YAML mapping (safe loader: never constructs Python objects; a repeated key is refused)."""
+    problem = not_a_file(path)
+    if problem == "missing":
+        raise UserError(f"{path}: config file not found")
+    if problem:
+        raise UserError(f"{path}: {problem}; a config file is a YAML text file")
     try:
+        if Path(path).stat().st_size > MAX_CONFIG_BYTES:
+            raise UserError(f"{path}: larger than {MAX_CONFIG_BYTES >> 20} MB; a config file is a short YAML text file")
         with open(path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except FileNotFoundError:
-        raise UserError(f"{path}: config file not found") from None
+            data = yaml.load(f, Loader=_StrictLoader)
     except yaml.YAMLError as e:
         where = getattr(e, "problem_mark", None)
         line = f" (line {where.line + 1})" if where is not None else ""
-        raise UserError(f"{path}: not valid YAML{line}: {getattr(e, 'problem', e)}") from None
+        raise UserError(f"{path}: not valid YAML{line}: {brief(getattr(e, 'problem', None) or e)}") from None
+    except UnicodeDecodeError:
+        raise UserError(f"{path}: not a text file (not UTF-8); a config file is a YAML text file") from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply; a config file is a flat mapping of key: value") from None
+    except OSError as e:
+        raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -70,13 +111,17 @@ def _check_value(key: str, value: Any, default: Any, source: str) -> Any:
         value = float(value)
     if type(value) is not want:
         raise UserError(f"{source}: key '{key}' must be {want.__name__} (like its default {default!r}), "
-                        f"got {value!r}")
+                        f"got {brief(value)}")
     if key in CHOICES and value not in CHOICES[key]:
-        raise UserError(f"{source}: key '{key}' must be one of {', '.join(CHOICES[key])}, got {value!r}")
+        raise UserError(f"{source}: key '{key}' must be one of {', '.join(CHOICES[key])}, got {brief(value)}")
+    if want is float and not (math.isfinite(value) and abs(value) <= MAX_FLOAT):
+        raise UserError(f"{source}: key '{key}' must be a finite number of at most {MAX_FLOAT:g}, got {brief(value)}")
+    if want is int and value > MAX_INT:
+        raise UserError(f"{source}: key '{key}' must be at most {MAX_INT}, got {brief(value)}")
     if want in (int, float) and not isinstance(value, bool):
         if value < 0 or (key in POSITIVE and value == 0):
             bound = "> 0" if key in POSITIVE else ">= 0"
-            raise UserError(f"{source}: key '{key}' must be {bound}, got {value!r}")
+            raise UserError(f"{source}: key '{key}' must be {bound}, got {brief(value)}")
     return value
 
 
@@ -87,7 +132,7 @@ def merge(base: dict, override: Mapping, source: str, prefix: str = "") -> dict:
         name = f"{prefix}{key}"
         if key not in base:
             known = ", ".join(sorted(base))
-            raise UserError(f"{source}: unknown config key '{name}' (known keys: {known})")
+            raise UserError(f"{source}: unknown config key {brief(name)} (known keys: {known})")
         if isinstance(base[key], dict):
             if not isinstance(value, Mapping):
                 raise UserError(f"{source}: key '{name}' must be a mapping")
@@ -100,8 +145,8 @@ def merge(base: dict, override: Mapping, source: str, prefix: str = "") -> dict:
 def parse_flag_value(text: str) -> Any:
     """A command-line value is read as a YAML scalar, so `--mm_reg_coeff 1` and `--r_hinge true` work."""
     try:
-        return yaml.safe_load(text)
-    except yaml.YAMLError:
+        return yaml.load(text, Loader=_StrictLoader)
+    except (yaml.YAMLError, RecursionError):
         return text
 
 
@@ -185,8 +230,42 @@ def load_config(dataset: str, config_file: str | Path | None = None,
         cfg = merge(cfg, overrides, "command line")
     if not 0.0 < cfg["val_fraction"] < 1.0:
         raise UserError(f"config: key 'val_fraction' must be between 0 and 1, got {cfg['val_fraction']!r}")
+    _check_limits(cfg)
     cfg["dataset"] = dataset
     return EasyDict(cfg)
+
+
+def _check_limits(cfg: Mapping) -> None:
+    """Refuse sizes whose work or memory no run could afford (the limits above)."""
+    e_rows = cfg["e_step_iters"] * (cfg["critic_steps"] + 1) * cfg["batch_size"]
+    m_rows = cfg["m_step_iters"] * cfg["batch_size"]
+    if max(e_rows, m_rows) > MAX_PHASE_ROWS:
+        raise UserError(f"config: a phase of e_step_iters x (critic_steps + 1) x batch_size = {e_rows} (E-step) or "
+                        f"m_step_iters x batch_size = {m_rows} (M-step) batch rows is over the limit of "
+                        f"{MAX_PHASE_ROWS} (the released schedule has 19200); lower e_step_iters, m_step_iters "
+                        "or batch_size")
+    if cfg["eval_draws"] > MAX_EVAL_DRAWS:
+        raise UserError(f"config: key 'eval_draws' must be at most {MAX_EVAL_DRAWS}, got {cfg['eval_draws']}")
+    d = cfg["demo"]
+    values = (d["n_classes"] * (d["images_per_class"] * (1 + d["image_count_spread"]) * d["image_dim"]
+                                + d["texts_per_class"] * d["text_dim"]))
+    if values > MAX_DEMO_VALUES:
+        raise UserError(f"config: the demo dataset would hold about {values:.3g} feature values, over the limit "
+                        f"of {MAX_DEMO_VALUES}; lower demo.n_classes, demo.images_per_class or the dimensions")
+    if cfg["demo"]["latent_dim"] * cfg["demo"]["hidden_dim"] > MAX_WEIGHTS:
+        raise UserError("config: demo.latent_dim x demo.hidden_dim is over the weight limit; lower them")
+
+
+def check_model_size(cfg: Mapping, image_dim: int, text_dim: int) -> None:
+    """Refuse network sizes (with the data's dimensions) whose weights would exceed MAX_WEIGHTS."""
+    e, z, g, d = cfg["embed_dim"], cfg["z_dim"], cfg["gf_dim"], cfg["df_dim"]
+    # The dense layers' fan-in x fan-out (zscrgan.networks), summed; biases are small beside them.
+    weights = (text_dim * 2 * e + (e + z) * g + g * 2 * g + 2 * g * image_dim
+               + (image_dim + text_dim) * d + d + image_dim * e)
+    if weights > MAX_WEIGHTS:
+        raise UserError(f"config: gf_dim {g}, df_dim {d}, embed_dim {e}, z_dim {z} with {image_dim}-d images and "
+                        f"{text_dim}-d text make about {weights:.3g} weights, over the limit of {MAX_WEIGHTS}; "
+                        "lower the network sizes")
 
 
 def to_plain(cfg: Mapping) -> dict:

@@ -21,7 +21,8 @@ def retrieval_metrics(query_labels: np.ndarray, retrieved_labels: np.ndarray) ->
     - Top-1: rel(1).
 
     Returns ``{"prec", "map", "top1"}`` as floats (unweighted means over the query classes) and
-    ``"per_class"``: ``{class: {"prec", "map", "top1", "queries"}}`` with plain Python values.
+    ``"per_class"``: ``{class: {"prec", "map", "top1", "queries"}}`` with plain Python values, in
+    ascending class order; the means over classes are summed in that order (`class_mean`).
     """
     queries = np.asarray(query_labels)
     retrieved = np.asarray(retrieved_labels)
@@ -47,9 +48,19 @@ def retrieval_metrics(query_labels: np.ndarray, retrieved_labels: np.ndarray) ->
         for i in range(classes.size)
     }
     return {
-        **{name: float(means.mean()) for name, means in per_class_means.items()},
+        **{name: class_mean(means) for name, means in per_class_means.items()},
         "per_class": per_class,
     }
+
+
+def class_mean(per_class_scores) -> float:
+    """The mean over classes as the released code took it: a float sum class by class, in ascending
+    class id order, divided by the number of classes (a pairwise sum can differ in the last digit,
+    and the released file name shows 12 of them)."""
+    total = 0.0
+    for score in per_class_scores:
+        total += float(score)
+    return total / len(per_class_scores)
 
 
 def _per_query_scores(relevant: np.ndarray) -> dict[str, np.ndarray]:

@@ -21,7 +21,7 @@ import math
 import sys
 from pathlib import Path
 
-from zscrgan.atomic import atomic_file, write_text_atomic
+from zscrgan.atomic import atomic_file, read_lines, write_text_atomic
 from zscrgan.config import config_hash
 from zscrgan.errors import UserError
 
@@ -42,7 +42,7 @@ def read_run(run_dir: Path) -> dict:
     try:
         summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
         cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        lines = (run_dir / "metrics.jsonl").read_text(encoding="utf-8").splitlines()
+        lines = read_lines(run_dir / "metrics.jsonl")  # without a line torn by a crash
         by_round = {}
         for line in lines:
             if line.strip():

@@ -17,6 +17,7 @@ import signal
 import sys
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,21 +26,27 @@ import tensorflow as tf
 import yaml
 
 from zscrgan import __version__
-from zscrgan.atomic import append_line, publish_copy, retired_name, staged_folder, write_text_atomic
-from zscrgan.config import to_plain
+from zscrgan.atomic import append_line, publish_copy, read_lines, remove_debris, retired_name, staged_folder, write_text_atomic
+from zscrgan.config import check_model_size, to_plain
 from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
 from zscrgan.data.safe_pickle import dump_pickle
 from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows
 from zscrgan.data.scaling import scale_modality, scaling_record, unscaled_warning
 from zscrgan.device import describe_device, run_deterministic, select_device, set_determinism
-from zscrgan.errors import UserError
+from zscrgan.errors import UserError, brief
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
+from zscrgan.files import not_a_file
 from zscrgan.metrics import chance_prec
 from zscrgan.provenance import architecture_change, claim_run_dir, record_start
+from zscrgan.released import retrieval_file_name
 from zscrgan.train import PackedFeatures, Trainer
 
 DEMO = "DEMO"
+# A phase runs as compiled calls of about this many optimisation steps each, so that Ctrl-C is acted
+# on within about a second (at CUB sizes on two CPU cores); chunking costs no measurable time
+# (benchmarks/bench_chunks.py).
+CHUNK_STEPS = 60
 SCALING_FILE = "input_scaling.json"  # the run's input scaling and its factors, for scaling a user's vectors
 LOSS_NAMES = ("L_D", "L_G", "R", "L_C", "div")
 
@@ -47,9 +54,37 @@ LOSS_NAMES = ("L_D", "L_G", "R", "L_C", "div")
 # --- checkpoints ------------------------------------------------------------------------------------
 def save_checkpoint(checkpoint: tf.train.Checkpoint, folder: Path, extra: dict) -> None:
     """Write a checkpoint and its JSON side file into `folder`, which appears complete or not at all."""
-    with staged_folder(folder) as staging:
-        checkpoint.write(str(staging / "ckpt"))
-        (staging / "state.json").write_text(json.dumps(extra, indent=1), encoding="utf-8")
+    try:
+        with staged_folder(folder) as staging:
+            checkpoint.write(str(staging / "ckpt"))
+            (staging / "state.json").write_text(json.dumps(extra, indent=1), encoding="utf-8")
+    except tf.errors.OpError as err:  # TensorFlow's own file errors (a full disk, a read-only folder)
+        raise UserError(f"{folder}: cannot write the checkpoint: {brief(err.message)}") from None
+
+
+def read_checkpoint(checkpoint: tf.train.Checkpoint, folder: Path) -> dict:
+    """Restore `checkpoint` from `folder` and return its state.json; one clear error if either is
+    unreadable, truncated or does not fit the model."""
+    state_file = folder / "state.json"
+    problem = not_a_file(state_file)
+    if problem:
+        raise UserError(f"{state_file}: {problem}; {_CORRUPT}")
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as err:
+        raise UserError(f"{state_file}: unreadable ({brief(err)}); {_CORRUPT}") from None
+    if not isinstance(state, dict):
+        raise UserError(f"{state_file}: not a JSON object; {_CORRUPT}")
+    try:
+        checkpoint.read(str(folder / "ckpt")).assert_existing_objects_matched()
+    # A damaged checkpoint fails inside TensorFlow in many ways (DataLossError, IndexError on a short
+    # read, ValueError or AssertionError on a mismatch); to the user they are all one problem.
+    except Exception as err:
+        raise UserError(f"{folder}: the checkpoint cannot be restored ({brief(err)}); {_CORRUPT}") from None
+    return state
+
+
+_CORRUPT = "the checkpoint is truncated or corrupt (or from another model): start a new run"
 
 
 def find_checkpoint(folder: Path) -> Path | None:
@@ -106,11 +141,12 @@ def prepare_data(cfg, data_root: Path) -> Data:
     text = scale_modality(ds.text, ds.seen, cfg.input_scaling)
     if cfg.protocol == "validated":
         train_classes, val_classes = split_validation(list(ds.seen), cfg.val_fraction, cfg.seed)
-        val = RetrievalSet.from_classes(image, text, val_classes)
+        val = RetrievalSet.from_classes(image, text, sorted(val_classes))
     else:
         train_classes, val = list(ds.seen), None
     packed = PackedFeatures.from_classes([image[c] for c in train_classes], [text[c] for c in train_classes])
-    test = RetrievalSet.from_classes(image, text, list(ds.unseen))
+    # Queries and gallery in ascending class id order, the order the released code's dicts iterated.
+    test = RetrievalSet.from_classes(image, text, sorted(ds.unseen))
     return Data(ds.name, train_classes, packed, test, val, ds.image_dim, ds.text_dim,
                 scaling_record(ds.image, ds.text, ds.seen, cfg.input_scaling))
 
@@ -118,20 +154,29 @@ def prepare_data(cfg, data_root: Path) -> Data:
 # --- the run -----------------------------------------------------------------------------------------
 @dataclass
 class Best:
-    """The selected round so far: by unseen Prec@K (released) or by validation Prec@K (validated)."""
+    """The selected round so far: by unseen Prec@K (released) or by validation Prec@K (validated).
+
+    As released, the best score starts at 0.0 and a round must beat it strictly, so a round scoring
+    0.0 selects (and writes) nothing.
+    """
 
     round: int = 0
-    score: float = -math.inf
+    score: float = 0.0
     test: dict = field(default_factory=dict)
     val: dict = field(default_factory=dict)
     best_test_any_round: float = -math.inf  # the released figure, kept beside the validated one
 
 
 class StopFlag:
-    """Turns the first Ctrl-C into a request to stop after the current phase; a second one aborts."""
+    """Turns the first Ctrl-C into a request to stop at the next chunk boundary; a second one aborts.
+
+    After the first Ctrl-C the default disposition of SIGINT is restored, so the second one ends the
+    process at once, even inside a compiled call (a Python handler would wait for the call to return).
+    """
 
     def __init__(self):
         self.requested = False
+        self.where = ""
         self._previous = None
 
     def __enter__(self):
@@ -140,11 +185,10 @@ class StopFlag:
         self._previous = signal.getsignal(signal.SIGINT)
 
         def handler(signum, frame):
-            if self.requested:
-                raise KeyboardInterrupt
             self.requested = True
-            print("\nCtrl-C: stopping after the current phase and writing what the run has "
-                  "(press again to abort at once)", flush=True)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            print("\nCtrl-C: stopping within seconds and writing what the run has "
+                  "(press again to abort at once; the run stays resumable from its last round)", flush=True)
 
         signal.signal(signal.SIGINT, handler)
         return self
@@ -153,6 +197,14 @@ class StopFlag:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
         return False
+
+    def between_chunks(self, phase: str, total: int):
+        """A `stop` callback for a chunked phase: True once Ctrl-C was pressed, noting how far it got."""
+        def stop(done: int) -> bool:
+            if self.requested:
+                self.where = f"the {phase} after {done} of {total} iterations"
+            return self.requested
+        return stop
 
 
 class Run:
@@ -168,8 +220,10 @@ class Run:
         self.results_dir = None if results_root is None else Path(results_root) / f"{cfg.dataset}_res"
         select_device(cfg.device)
         set_determinism(cfg.deterministic)
-        self.data = prepare_data(cfg, data_root)
-        self.trainer = Trainer(cfg, self.data.image_dim, self.data.text_dim)
+        with _memory_errors():
+            self.data = prepare_data(cfg, data_root)
+            check_model_size(cfg, self.data.image_dim, self.data.text_dim)
+            self.trainer = Trainer(cfg, self.data.image_dim, self.data.text_dim)
         packed = self.data.packed
         self.sampler = ClassBatchSampler(packed.images_per_class.tolist(), cfg.batch_size, cfg.seed,
                                          pad_short_batches=cfg.pad_short_batches, wrong_class=cfg.wrong_class,
@@ -182,6 +236,7 @@ class Run:
         self.files: dict = {"retrieval_files": [], "released_copies": []}
         self.resumed = False
         self._tb = None
+        self._e_chunk = max(1, CHUNK_STEPS // (cfg.critic_steps + 1))  # E-step iterations per compiled call
 
     # checkpoint layout
     @property
@@ -195,8 +250,11 @@ class Run:
     def resume(self) -> bool:
         """Restore the last checkpoint of `run_dir`, if there is one. Returns whether it did.
 
-        Refuses (UserError) a config that changes an architecture key of the saved run.
+        Refuses (UserError) a config that changes an architecture key of the saved run, data other than
+        the run's, and a checkpoint that is corrupt or does not fit.
         """
+        for folder in (self.run_dir, self.run_dir / "checkpoints"):
+            remove_debris(folder)
         folder = find_checkpoint(self.last_dir)
         if folder is None:
             return False
@@ -204,17 +262,45 @@ class Run:
         changed = architecture_change(saved, self.cfg)
         if changed:
             raise UserError(f"--{changed}: a resume cannot change an architecture key ({changed} is "
-                            f"{saved[changed]!r} in {self.run_dir / 'config.yaml'}, {self.cfg[changed]!r} given)")
-        state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-        self.full_state.read(str(folder / "ckpt")).assert_existing_objects_matched()
-        self.sampler.load_state_dict(state["sampler"])
-        self.round = state["round"]
-        self.best = Best(**state["best"])
-        self.last_test = state["last_test"]
-        self.files = state.get("files", self.files)
+                            f"{brief(saved[changed])} in {self.run_dir / 'config.yaml'}, {brief(self.cfg[changed])} given)")
+        self._check_same_data(folder)
+        state = read_checkpoint(self.full_state, folder)
+        try:
+            try:
+                self.sampler.load_state_dict(state["sampler"])
+            except UserError as err:
+                raise UserError(f"{folder / 'state.json'}: {err}") from None
+            self.round = int(state["round"])
+            self.best = Best(**state["best"])
+            self.last_test = dict(state["last_test"])
+            self.files = state.get("files", self.files)
+        except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
+            raise UserError(f"{folder / 'state.json'}: missing or malformed entry ({brief(err)}); {_CORRUPT}") from None
         self.resumed = True
+        # Rounds logged after this checkpoint (a kill between the log line and the checkpoint swap)
+        # are run again: drop them, and any torn last line, so that every round is logged once.
+        log = self.run_dir / "metrics.jsonl"
+        if log.exists():
+            kept = [line for line in read_lines(log) if _logged_round(line) <= self.round]
+            write_text_atomic(log, "".join(line + "\n" for line in kept))
         self.log(f"resumed from {folder} after round {self.round}")
         return True
+
+    def _data_identity(self) -> dict:
+        d = self.data
+        return {"dataset": d.name, "image_dim": d.image_dim, "text_dim": d.text_dim,
+                "train_classes": list(d.train_classes)}
+
+    def _check_same_data(self, folder: Path) -> None:
+        """Refuse to resume on data other than the run's (another dataset, other dimensions or classes)."""
+        try:
+            saved = json.loads((folder / "state.json").read_text(encoding="utf-8")).get("data", {})
+        except (OSError, ValueError, AttributeError):
+            return  # read_checkpoint reports it
+        for key, now in self._data_identity().items():
+            if key in saved and saved[key] != now:
+                raise UserError(f"{folder / 'state.json'}: the run was trained with {key} {brief(saved[key])}, "
+                                f"the data now gives {brief(now)}; resume on the same data or start a new run")
 
     def evaluate_best(self) -> dict:
         """Metrics of the selected round's saved weights, with the config's `eval_draws` per query.
@@ -224,8 +310,10 @@ class Run:
         folder = find_checkpoint(self.best_dir)
         if folder is None:
             raise UserError(f"{self.best_dir}: no saved weights; is {self.run_dir} a run folder of main.py?")
-        self.weights.read(str(folder / "ckpt")).assert_existing_objects_matched()
-        round_ = json.loads((folder / "state.json").read_text(encoding="utf-8"))["round"]
+        state = read_checkpoint(self.weights, folder)
+        if not isinstance(state.get("round"), int):
+            raise UserError(f"{folder / 'state.json'}: no round number; {_CORRUPT}")
+        round_ = state["round"]
         test, _ = evaluate(self.trainer, self.data.test, self.cfg.top_k)
         out = {"round": round_, "eval_draws": self.cfg.eval_draws, "test": _headline(test),
                "per_class": test["per_class"]}
@@ -257,17 +345,20 @@ class Run:
 
     def _write_retrievals(self, retrieved: np.ndarray, score: float) -> Path:
         """The retrieval file into the run folder, and a copy to the released path if no file is there."""
-        name = f"acc{score}.pkl"
+        name = retrieval_file_name(score)
         path = self.run_dir / "retrieved" / name
         path.parent.mkdir(exist_ok=True)
+        copy = None if self.results_dir is None else self.results_dir / name
+        # A released copy linked to this run's own file was made before a kill: this round is being repeated.
+        ours = copy is not None and path.exists() and copy.exists() and os.path.samefile(path, copy)
         dump_pickle(retrieval_records(self.data.test.query_labels, retrieved), path)
         self.files["retrieval_files"].append(str(path.relative_to(self.run_dir)))
-        if self.results_dir is not None:
+        if copy is not None:
             self.results_dir.mkdir(parents=True, exist_ok=True)
-            if publish_copy(path, self.results_dir / name):
-                self.files["released_copies"].append(str((self.results_dir / name).resolve()))
+            if publish_copy(path, copy) or ours:
+                self.files["released_copies"].append(str(copy.resolve()))
             else:
-                self.log(f"note: {self.results_dir / name} exists (another run's, kept); this run's file is {path}")
+                self.log(f"note: {copy} exists (another run's, kept); this run's file is {path}")
         return path
 
     def _summary(self, stop_reason: str) -> dict:
@@ -283,14 +374,17 @@ class Run:
         return out
 
     def _tensorboard(self, record: dict) -> None:
-        if self._tb is None:
-            self._tb = tf.summary.create_file_writer(str(self.run_dir / "tb"))
-        with self._tb.as_default(step=record["round"]):
-            for group in ("losses", "test", "val"):
-                for name, value in record.get(group, {}).items():
-                    if isinstance(value, (int, float)):
-                        tf.summary.scalar(f"{group}/{name}", value)
-        self._tb.flush()
+        try:
+            if self._tb is None:
+                self._tb = tf.summary.create_file_writer(str(self.run_dir / "tb"))
+            with self._tb.as_default(step=record["round"]):
+                for group in ("losses", "test", "val"):
+                    for name, value in record.get(group, {}).items():
+                        if isinstance(value, (int, float)):
+                            tf.summary.scalar(f"{group}/{name}", value)
+            self._tb.flush()
+        except tf.errors.OpError as err:  # TensorFlow's own file errors (a full disk, a read-only folder)
+            raise UserError(f"{self.run_dir / 'tb'}: cannot write TensorBoard events: {brief(err.message)}") from None
 
     def _evaluate_round(self, losses: dict, seconds_train: float) -> dict:
         cfg = self.cfg
@@ -305,7 +399,8 @@ class Run:
         b = self.best
         b.best_test_any_round = max(b.best_test_any_round, test["prec"])
         score = record["val"]["prec"] if self.data.val is not None else test["prec"]
-        record["new_best"] = score > b.score
+        # A round whose losses went NaN or infinite has diverged: it is never selected.
+        record["new_best"] = score > b.score and all(v is not None for v in losses.values())
         if record["new_best"]:
             b.round, b.score, b.test, b.val = self.round, score, record["test"], record.get("val", {})
             record["retrieval_file"] = str(self._write_retrievals(retrieved, test["prec"]))
@@ -317,7 +412,7 @@ class Run:
         (`previous`: this process's earlier round times; its first, which compiled the phases, is left
         out), or the time budget's rest if that ends sooner."""
         k, rounds = self.cfg.top_k, self.cfg.rounds
-        losses = " ".join(f"{n} {r['losses'][n]:.4f}" for n in LOSS_NAMES + ("L_C_M",))
+        losses = " ".join(f"{n} {_fmt(r['losses'][n])}" for n in LOSS_NAMES + ("L_C_M",))
         t = r["test"]
         line = (f"round {r['round']:4d}/{rounds} | {losses} | Prec@{k} {t['prec']:.4f} mAP@{k} {t['map']:.4f} "
                 f"Top-1 {t['top1']:.4f}")
@@ -344,6 +439,8 @@ class Run:
             self.run_dir = claim_run_dir(self.run_dir, numbered)
         record_start(self.run_dir, "resume" if self.resumed else "start", self.cfg, overrides, command,
                      describe_device(), self.dataset_dir)
+        for folder in (self.run_dir, self.run_dir / "checkpoints"):
+            remove_debris(folder)
         write_text_atomic(self.run_dir / "config.yaml", yaml.safe_dump(to_plain(self.cfg), sort_keys=False))
         write_text_atomic(self.run_dir / SCALING_FILE, json.dumps(self.data.scaling, indent=1))
         d = self.data
@@ -364,7 +461,7 @@ class Run:
         round_times: list[float] = []
         stop_reason = f"completed {cfg.rounds} rounds"
         packed = self.data.packed
-        with StopFlag() as stop:
+        with StopFlag() as stop, _memory_errors():
             while True:
                 if self.round >= cfg.rounds:
                     break
@@ -376,35 +473,70 @@ class Run:
                 t0 = time.perf_counter()
                 e_batches, m_batches = self._schedule()
                 with run_deterministic(cfg.deterministic):
-                    e_out = self.trainer.e_step(packed.images, packed.texts, *e_batches).numpy()
-                if stop.requested:
-                    stop_reason = "interrupted (Ctrl-C) during an E-step; that round was not evaluated"
+                    e_out = self.trainer.e_step(packed.images, packed.texts, *e_batches, chunk_iters=self._e_chunk,
+                                                stop=stop.between_chunks("E-step", cfg.e_step_iters))
+                l_c_m = None
+                if e_out is not None:
+                    if m_batches is None:  # joint training: the CSEM was updated on L_C within the E-step
+                        l_c_m = e_out[3]
+                    elif not stop.requested:
+                        with run_deterministic(cfg.deterministic):
+                            l_c_m = self.trainer.m_step(packed.images, packed.texts, *m_batches,
+                                                        chunk_iters=CHUNK_STEPS,
+                                                        stop=stop.between_chunks("M-step", cfg.m_step_iters))
+                if l_c_m is None:  # the last checkpoint still holds the previous round: resume repeats this one
+                    stop_reason = (f"interrupted (Ctrl-C) in round {self.round + 1}, {stop.where or 'between phases'}; "
+                                   "that round was not kept")
                     break
-                if m_batches is None:  # joint training: the CSEM was updated on L_C within the E-step
-                    l_c_m = float(e_out[3])
-                else:
-                    with run_deterministic(cfg.deterministic):
-                        l_c_m = float(self.trainer.m_step(packed.images, packed.texts, *m_batches))
+                e_out = e_out.numpy()
                 self.round += 1
-                losses = {n: float(v) for n, v in zip(LOSS_NAMES, e_out)}
-                losses["L_C_M"] = l_c_m
+                losses = {n: _finite_or_none(v) for n, v in zip(LOSS_NAMES, e_out)}
+                losses["L_C_M"] = _finite_or_none(l_c_m)
                 record = self._evaluate_round(losses, time.perf_counter() - t0)
-                append_line(self.run_dir / "metrics.jsonl", json.dumps(record))
+                append_line(self.run_dir / "metrics.jsonl", json.dumps(record, allow_nan=False))
                 self._tensorboard(record)
                 self._print_round(record, time.perf_counter() - started, round_times,
                                   None if time_budget_min is None else time_budget_min * 60)
                 save_checkpoint(self.full_state, self.last_dir, {
                     "round": self.round, "sampler": self.sampler.state_dict(), "best": vars(self.best),
-                    "last_test": self.last_test, "files": self.files})
+                    "last_test": self.last_test, "files": self.files, "data": self._data_identity()})
                 round_times.append(time.perf_counter() - t0)
                 if on_round is not None:
                     on_round(record)
                 if stop.requested:
-                    stop_reason = "interrupted (Ctrl-C)"
+                    stop_reason = f"interrupted (Ctrl-C) after round {self.round}"
                     break
         summary = self._summary(stop_reason)
         write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         return summary
+
+
+@contextmanager
+def _memory_errors():
+    """Running out of memory (TensorFlow's or numpy's) becomes one line saying what to lower."""
+    try:
+        yield
+    except (tf.errors.ResourceExhaustedError, MemoryError) as err:
+        raise UserError(f"out of memory ({brief(err)}); lower the network sizes, batch_size or the data's "
+                        "dimensions, or use a machine with more memory") from None
+
+
+def _logged_round(line: str) -> float:
+    """The round of a metrics.jsonl line; infinity for a line that is not a complete record."""
+    try:
+        return int(json.loads(line)["round"])
+    except (ValueError, TypeError, KeyError):
+        return math.inf
+
+
+def _finite_or_none(value) -> float | None:
+    """A loss as a plain float, or None (JSON null) when it is NaN or infinite."""
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def _fmt(value: float | None) -> str:
+    return "nan" if value is None else f"{value:.4f}"
 
 
 def _clock(seconds: float) -> str:

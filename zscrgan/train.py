@@ -1,4 +1,4 @@
-"""The E-step and the M-step, each one compiled TensorFlow call over a whole phase.
+"""The E-step and the M-step, each a few compiled TensorFlow calls over slices of the phase.
 
 The host builds a phase's batch schedule as index arrays (see `zscrgan.data.sampler`); the seen-class
 features live on the device as two packed matrices whose last row is all zeros (the row that padded
@@ -204,39 +204,55 @@ class Trainer(tf.Module):
         del tape
         return parts
 
-    # --- whole phases, compiled ----------------------------------------------------------------------
-    @tf.function
-    def e_step(self, images, texts, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows):
+    # --- whole phases, compiled in chunks -------------------------------------------------------------
+    def e_step(self, images, texts, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows, chunk_iters=None, stop=None):
         """One E-step. images, texts: packed seen features (`PackedFeatures`).
 
         The index arrays: [iters, critic_steps + 1, B]; the last slot is the generator side's batch
         (under `training: joint` the generator side's and the CSEM's, see `joint_step`).
+        The phase runs as compiled calls of `chunk_iters` iterations each (the whole phase in one call
+        by default); between calls `stop(iterations done)` may end it early. The loss sums run on
+        from chunk to chunk, so any chunking gives the same numbers as one call.
 
-        Returns the phase means of [L_D, L_G, R, L_C, divergence].
+        Returns the phase means of [L_D, L_G, R, L_C, divergence], or None when `stop` ended the phase.
         """
+        sums = _run_chunked(self._e_step_chunk, images, texts, (img_rows, txt_rows, wrong_img_rows, wrong_txt_rows),
+                            tf.zeros([5]), chunk_iters, stop)
+        if sums is None:
+            return None
+        n = float(img_rows.shape[0])
+        return sums / tf.constant([n * self.cfg.critic_steps, n, n, n, n])
+
+    def m_step(self, images, texts, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows, chunk_iters=None, stop=None):
+        """The index arrays: [iters, B]; chunked as in `e_step`.
+
+        Returns the phase mean of L_C, or None when `stop` ended the phase.
+        """
+        total = _run_chunked(self._m_step_chunk, images, texts, (img_rows, txt_rows, wrong_img_rows, wrong_txt_rows),
+                             tf.constant(0.0), chunk_iters, stop)
+        return None if total is None else total / float(img_rows.shape[0])
+
+    @tf.function(reduce_retracing=True)
+    def _e_step_chunk(self, images, texts, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows, sums):
+        """E-step iterations over the given schedule rows; adds their losses to `sums` [5] and returns it."""
         rows = (img_rows, txt_rows, wrong_img_rows, wrong_txt_rows)
         generator_side = self.joint_step if self.cfg.training == "joint" else self.generator_step
-        iters = tf.shape(img_rows)[0]
         n_critic = self.cfg.critic_steps
-        d_sum = tf.constant(0.0)
-        g_sum = tf.zeros([4])
-        for i in tf.range(iters):
+        d_sum, g_sum = sums[0], sums[1:]
+        for i in tf.range(tf.shape(img_rows)[0]):
             if self._train_critic:
                 for j in tf.range(n_critic):
                     d_sum += self.critic_step(images, texts, *(a[i, j] for a in rows))
             g_sum += generator_side(images, texts, *(a[i, n_critic] for a in rows))
-        n = tf.cast(iters, tf.float32)
-        return tf.concat([[d_sum / (n * n_critic)], g_sum / n], axis=0)
+        return tf.concat([[d_sum], g_sum], axis=0)
 
-    @tf.function
-    def m_step(self, images, texts, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows):
-        """The index arrays: [iters, B]. Returns the phase mean of L_C."""
+    @tf.function(reduce_retracing=True)
+    def _m_step_chunk(self, images, texts, img_rows, txt_rows, wrong_img_rows, wrong_txt_rows, total):
+        """CSEM steps over the given schedule rows; adds their losses to `total` and returns it."""
         rows = (img_rows, txt_rows, wrong_img_rows, wrong_txt_rows)
-        total = tf.constant(0.0)
-        iters = tf.shape(img_rows)[0]
-        for i in tf.range(iters):
+        for i in tf.range(tf.shape(img_rows)[0]):
             total += self.csem_step(images, texts, *(a[i] for a in rows))
-        return total / tf.cast(iters, tf.float32)
+        return total
 
     # --- embeddings for retrieval --------------------------------------------------------------------
     def embed_queries(self, texts: tf.Tensor) -> tf.Tensor:
@@ -256,3 +272,15 @@ class Trainer(tf.Module):
     @tf.function(reduce_retracing=True)
     def embed_gallery(self, images):
         return self.model.csem(images)
+
+
+def _run_chunked(chunk_fn, images, texts, schedule, totals, chunk_iters, stop):
+    """Feed a phase's schedule to `chunk_fn` in slices of `chunk_iters` iterations, carrying the loss
+    totals through; None when `stop(iterations done)` asks to end the phase between two slices."""
+    iters = int(schedule[0].shape[0])
+    step = chunk_iters or iters
+    for start in range(0, iters, step):
+        if start and stop is not None and stop(start):
+            return None
+        totals = chunk_fn(images, texts, *(a[start:start + step] for a in schedule), totals)
+    return totals

@@ -17,7 +17,8 @@ import numpy as np
 
 from zscrgan.atomic import staged_folder
 from zscrgan.data.safe_pickle import dump_pickle, load_pickle
-from zscrgan.errors import UserError
+from zscrgan.errors import UserError, brief
+from zscrgan.files import not_a_file
 
 FILES = ("image_embed_dict.pkl", "txt_embed_dict.pkl", "trainids.pkl", "testids.pkl")
 IMAGE_FILE, TEXT_FILE, SEEN_FILE, UNSEEN_FILE = FILES
@@ -77,11 +78,14 @@ def load_dataset(folder) -> Dataset:
     if not folder.is_dir():
         raise UserError(f"{folder}: no such dataset folder; {_HOW_TO_GET}")
     for name in FILES:
-        if not (folder / name).is_file():
+        problem = not_a_file(folder / name)
+        if problem == "missing":
             raise UserError(
                 f"{folder / name}: missing (a dataset folder holds {', '.join(FILES)}); "
                 f"{_HOW_TO_GET}"
             )
+        if problem:
+            raise UserError(f"{folder / name}: {problem}; a dataset file must be a regular pickle file")
     seen = _class_ids(load_pickle(folder / SEEN_FILE), folder / SEEN_FILE)
     unseen = _class_ids(load_pickle(folder / UNSEEN_FILE), folder / UNSEEN_FILE)
     wanted = seen + unseen
@@ -148,15 +152,21 @@ def _as_released(matrices: dict[int, np.ndarray]) -> dict[int, list[np.ndarray]]
     return {c: list(m) for c, m in matrices.items()}
 
 
+# Class ids are non-negative and fit numpy's int64, the type labels take in training and evaluation.
+MAX_CLASS_ID = 2**63 - 1
+
+
 def _class_id(value):
-    """A plain int for an int, numpy integer or digit string; None for anything else."""
+    """A plain int for an int, numpy integer or digit string from 0 to MAX_CLASS_ID; None otherwise."""
     if isinstance(value, (bool, np.bool_)):
         return None
     if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, str) and value.isascii() and value.isdigit():
-        return int(value)
-    return None
+        cid = int(value)
+    elif isinstance(value, str) and value.isascii() and value.isdigit() and len(value) <= 19:
+        cid = int(value)
+    else:
+        return None
+    return cid if 0 <= cid <= MAX_CLASS_ID else None
 
 
 def _class_ids(raw, path: Path) -> list[int]:
@@ -171,7 +181,7 @@ def _class_ids(raw, path: Path) -> list[int]:
     for value, cid in zip(raw, ids):
         if cid is None:
             raise UserError(
-                f"{path}: expected a list of integer class ids, found {value!r} "
+                f"{path}: expected a list of integer class ids from 0 to 2**63-1, found {brief(value)} "
                 f"({type(value).__name__}); rewrite the split as a list of ints"
             )
     return ids
@@ -188,7 +198,7 @@ def _by_class(raw, path: Path) -> dict:
     for key, value in raw.items():
         cid = _class_id(key)
         if cid is None:
-            raise UserError(f"{path}: key {key!r} is not an integer class id; use int keys")
+            raise UserError(f"{path}: key {brief(key)} is not an integer class id from 0 to 2**63-1; use int keys")
         if cid in entries:
             raise UserError(f"{path}: class {cid} appears under two keys; keep one")
         entries[cid] = value
@@ -213,15 +223,14 @@ def _as_matrix(value, cid: int, path: Path) -> np.ndarray:
         rows = value
     else:
         raise UserError(
-            f"{path}: class {cid} holds a {type(value).__name__} of shape "
-            f"{np.shape(value)}; expected a list of 1-D vectors"
+            f"{path}: class {cid} holds a {_kind(value)}; expected a list of 1-D vectors"
         )
     vectors = [_numeric_vector(row) for row in rows]
     for i, (row, v) in enumerate(zip(rows, vectors)):
         if v is None:
             raise UserError(
                 f"{path}: class {cid}, item {i} is not a 1-D numeric vector "
-                f"({type(row).__name__} of shape {np.shape(row)}); expected a list of 1-D vectors"
+                f"({_kind(row)}); expected a list of 1-D vectors"
             )
     lengths = sorted({len(v) for v in vectors})
     if len(lengths) > 1:
@@ -231,16 +240,36 @@ def _as_matrix(value, cid: int, path: Path) -> np.ndarray:
         )
     if not vectors:
         return np.zeros((0, 0), np.float32)
-    return np.stack(vectors).astype(np.float32, copy=False)
+    with np.errstate(over="ignore"):  # values beyond float32 become inf, which validation reports
+        return np.stack(vectors).astype(np.float32, copy=False)
 
 
 def _numeric_vector(row):
-    """`row` as a 1-D int or float array, or None when it is anything else."""
-    try:
-        v = np.asarray(row)
-    except (ValueError, TypeError):  # ragged nesting, or an object numpy cannot hold
+    """`row` as a 1-D int or float array, or None when it is anything else.
+
+    Only a numpy array or a flat list or tuple of numbers is converted: numpy would read bytes-like
+    objects as uint8 and would expand nested lists (which shared references can make astronomically
+    large) before anything could refuse them.
+    """
+    if isinstance(row, (list, tuple)):
+        if not all(isinstance(x, (int, float, np.integer, np.floating)) and not isinstance(x, bool) for x in row):
+            return None
+        try:
+            row = np.asarray(row)
+        except OverflowError:  # an int beyond what numpy holds
+            return None
+    if not isinstance(row, np.ndarray):
         return None
-    return v if v.ndim == 1 and v.dtype.kind in "fiu" else None
+    return row if row.ndim == 1 and row.dtype.kind in "fiu" else None
+
+
+def _kind(value) -> str:
+    """A value's type and, for an array, its shape: what an error message shows of it, cheaply."""
+    if isinstance(value, np.ndarray):
+        return f"{value.dtype} array of shape {value.shape}"
+    if isinstance(value, (list, tuple)):
+        return f"{type(value).__name__} of length {len(value)}"
+    return type(value).__name__
 
 
 def _check_split(ids: list[int], path: Path, which: str) -> None:
@@ -276,6 +305,6 @@ def _check_vectors(matrices: dict[int, np.ndarray], ids: list[int], path: Path, 
             )
         if not np.isfinite(m).all():
             raise UserError(
-                f"{path}: class {c} has NaN or infinite values in its {what} vectors; "
+                f"{path}: class {c} has NaN or infinite values (or values beyond float32) in its {what} vectors; "
                 "recompute or drop that class's features"
             )

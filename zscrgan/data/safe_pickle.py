@@ -2,9 +2,11 @@
 
 Loading a pickle can call any importable function, so a downloaded dataset file could run code.
 The loader therefore resolves globals from a short whitelist: numpy arrays, dtypes and scalars
-(under both the numpy 1 and numpy 2 module names, since files come from either), plus the latin-1
-bytes constructor that Python 3 writes for `bytes` at protocol 2. Containers, numbers and strings
-need no globals at all.
+(under both the numpy 1 and numpy 2 module names, since files come from either), including the
+buffer reconstructor numpy writes at protocol 5, plus the latin-1 bytes constructor and the empty
+`bytes()` that Python 3 writes for bytes at protocol 2. Each admitted global checks its arguments,
+so none can run code or allocate more than the file describes. Containers, numbers and strings need
+no globals at all.
 """
 
 import codecs
@@ -14,7 +16,8 @@ from pathlib import Path
 import numpy as np
 
 from zscrgan.atomic import atomic_file
-from zscrgan.errors import UserError
+from zscrgan.errors import UserError, brief
+from zscrgan.files import not_a_file
 
 # Protocol 2 is what the released Python 2 files use, and what Python 2 tools can still read.
 PROTOCOL = 2
@@ -36,6 +39,28 @@ def _latin1_bytes(text, encoding):
     return codecs.encode(text, "latin1")
 
 
+def _empty_bytes(*args):
+    """`bytes()`, which Python 3 writes for an empty bytes object at protocol 2 (a zero-length
+    array's data); any argument (bytes(n) allocates n bytes) is refused."""
+    if args:
+        raise _RefusedGlobal("builtins.bytes with arguments")
+    return b""
+
+
+def _array_from_buffer(buffer, dtype, shape, order):
+    """What numpy writes for an array at protocol 5: its bytes, dtype, shape and order. Only numeric
+    dtypes, in-band bytes and a shape those bytes fill are admitted."""
+    if not isinstance(buffer, (bytes, bytearray)):
+        raise _RefusedGlobal("numpy _frombuffer without its bytes in the file")
+    if not isinstance(dtype, np.dtype) or dtype.kind not in "biufc" or order not in ("C", "F"):
+        raise _RefusedGlobal(f"numpy _frombuffer of dtype {dtype!r:.40}")
+    if not (isinstance(shape, tuple) and all(isinstance(n, int) and n >= 0 for n in shape)):
+        raise _RefusedGlobal("numpy _frombuffer with a malformed shape")
+    if int(np.prod(shape, dtype=object)) * dtype.itemsize != len(buffer):
+        raise ValueError(f"array of shape {shape} does not match its {len(buffer)} bytes")
+    return np.frombuffer(buffer, dtype=dtype).reshape(shape, order=order)
+
+
 _ALLOWED = {
     ("numpy.core.multiarray", "_reconstruct"): _RECONSTRUCT_ARRAY,
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT_ARRAY,
@@ -44,6 +69,10 @@ _ALLOWED = {
     ("numpy", "ndarray"): np.ndarray,
     ("numpy", "dtype"): np.dtype,
     ("_codecs", "encode"): _latin1_bytes,
+    ("__builtin__", "bytes"): _empty_bytes,
+    ("builtins", "bytes"): _empty_bytes,
+    ("numpy.core.numeric", "_frombuffer"): _array_from_buffer,
+    ("numpy._core.numeric", "_frombuffer"): _array_from_buffer,
 }
 
 
@@ -63,12 +92,17 @@ def load_pickle(path):
     or references anything beyond numpy arrays, dtypes and scalars.
     """
     path = Path(path)
+    problem = not_a_file(path)
+    if problem == "missing":
+        raise UserError(f"{path}: no such file")
+    if problem:
+        raise UserError(f"{path}: {problem}; a dataset file must be a regular pickle file")
     try:
         with open(path, "rb") as f:
             return _DatasetUnpickler(f, encoding="latin1").load()
     except _RefusedGlobal as refused:
         raise UserError(
-            f"{path}: refusing to load pickle: it references {refused}, which a dataset file "
+            f"{path}: refusing to load pickle: it references {brief(refused)}, which a dataset file "
             "never needs (a pickle can run code when loaded)"
         ) from None
     except FileNotFoundError:
@@ -79,7 +113,7 @@ def load_pickle(path):
     # ways (EOFError, KeyError on a memo, ValueError, ...); to the user they are all one problem.
     except Exception as err:
         raise UserError(
-            f"{path}: not a readable pickle ({type(err).__name__}: {err}); "
+            f"{path}: not a readable pickle ({type(err).__name__}: {brief(err)}); "
             "the file is truncated or corrupt: replace it with a fresh copy"
         ) from None
 

@@ -1,0 +1,217 @@
+"""Kills at every write point of a round: the resumed run ends with the uninterrupted run's metrics,
+every round logged once, and no debris left behind.
+
+A kill is injected in-process: the write operation that publishes a file or folder (a rename) or a
+metrics line raises an exception that nothing in the project catches, so the operation and everything
+after it in the round never happen, as with SIGKILL at that moment. A metrics line may also be torn
+half-way. What a real kill adds (temporary files and staging folders left in place) is planted and
+must be cleaned up by the resumed run.
+"""
+
+import json
+import os
+import shutil
+
+from pathlib import Path
+
+import pytest
+
+import zscrgan.run
+from zscrgan.config import load_config
+from zscrgan.run import Run
+
+SMALL = {"e_step_iters": 2, "m_step_iters": 10, "gf_dim": 32, "df_dim": 32, "embed_dim": 16, "z_dim": 8}
+ROUNDS = 3
+
+
+class Killed(BaseException):
+    """The injected kill: a BaseException, so no `except Exception` in the project can absorb it."""
+
+
+def _records(run_dir):
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [{k: v for k, v in json.loads(line).items() if k not in ("seconds", "retrieval_file")} for line in lines]
+
+
+def _run(tmp_path, name):
+    cfg = load_config("DEMO", overrides=SMALL)
+    return Run(cfg, tmp_path / name, tmp_path / "datasets", tmp_path / name / "results", log=lambda *a: None)
+
+
+class WritePoints:
+    """Counts the run's publishing writes (renames, metrics lines); kills at the n-th, if asked."""
+
+    def __init__(self, monkeypatch, kill_at=None, tear=False):
+        self.count, self.kill_at, self.tear = 0, kill_at, tear
+        real_replace, real_rename, real_append = os.replace, os.rename, zscrgan.run.append_line
+
+        def point():
+            self.count += 1
+            return self.count == self.kill_at
+
+        def replace(*args, **kwargs):
+            if point():
+                raise Killed
+            return real_replace(*args, **kwargs)
+
+        def rename(*args, **kwargs):
+            if point():
+                raise Killed
+            return real_rename(*args, **kwargs)
+
+        def append(path, line):
+            if point():
+                if self.tear:  # the line is half on disk when the process dies
+                    with open(path, "a") as f:
+                        f.write(line[:len(line) // 2])
+                raise Killed
+            return real_append(path, line)
+
+        monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(os, "rename", rename)
+        monkeypatch.setattr(zscrgan.run, "append_line", append)
+
+
+@pytest.fixture(scope="module")
+def reference(tmp_path_factory):
+    """The uninterrupted run's records, and the round (after the first) that is a new best."""
+    tmp = tmp_path_factory.mktemp("ref")
+    run = _run(tmp, "ref")
+    run.cfg.rounds = ROUNDS
+    run.start()
+    run.train()
+    recs = _records(tmp / "ref")
+    files = sorted(p.name for p in (tmp / "ref" / "results" / "DEMO_res").iterdir())
+    assert len(json.loads((tmp / "ref" / "summary.json").read_text())["released_copies"]) == len(files)
+    return recs, files, tmp
+
+
+def test_a_kill_at_any_write_point_of_a_round_resumes_to_the_same_metrics(reference, tmp_path):
+    ref_records, ref_files, ref_tmp = reference
+    # Kill in a round with every kind of write: a retrieval file, both checkpoints, a metrics line.
+    kill_round = next(r["round"] for r in ref_records if r["new_best"] and r["round"] > 1)
+    shutil.copytree(ref_tmp / "datasets", tmp_path / "datasets")
+    run = _run(tmp_path, "run")
+    out = run.run_dir
+    run.cfg.rounds = kill_round - 1
+    run.start()
+    run.train()
+    snapshot = tmp_path / "snapshot"
+    shutil.copytree(out, snapshot)
+
+    def round_from_snapshot(monkeypatch, **kill):
+        shutil.rmtree(out)
+        shutil.copytree(snapshot, out)
+        assert run.resume()
+        run.cfg.rounds = kill_round
+        with monkeypatch.context() as m:
+            points = WritePoints(m, **kill)
+            try:
+                run.train()
+            except Killed:
+                return points.count, True
+        return points.count, False
+
+    with pytest.MonkeyPatch.context() as mp:
+        n_points, killed = round_from_snapshot(mp)
+    assert not killed and n_points >= 7  # retrieval file, best (2 renames), metrics, last (2 renames), summary
+
+    cases = [{"kill_at": n} for n in range(1, n_points + 1)] + [{"kill_at": 4, "tear": True}]
+    for kill in cases:
+        with pytest.MonkeyPatch.context() as mp:
+            count, killed = round_from_snapshot(mp, **kill)
+        assert killed and count == kill["kill_at"]
+        # What a real kill leaves besides: a staging folder and a temporary file.
+        (out / "checkpoints" / ".last.new-0123456789ab").mkdir(exist_ok=True)
+        (out / ".summary.json.tmp-0123456789ab").write_text("{")
+        assert run.resume()
+        run.cfg.rounds = ROUNDS
+        run.train()
+        assert _records(out) == ref_records, kill
+        assert sorted(p.name for p in (out / "results" / "DEMO_res").iterdir()) == ref_files
+        leftovers = [p.name for d in (out, out / "checkpoints") for p in d.iterdir() if p.name.startswith(".")]
+        assert leftovers == [], kill
+        summary = json.loads((out / "summary.json").read_text())
+        assert summary["rounds_done"] == ROUNDS and summary["stopped"] == f"completed {ROUNDS} rounds"
+        assert sorted(Path(p).name for p in summary["released_copies"]) == ref_files, kill
+
+
+def test_a_full_disk_while_logging_leaves_no_half_line_and_one_error(reference, tmp_path, monkeypatch, capsys):
+    import errno
+
+    from main import main
+
+    _, _, ref_tmp = reference
+    real_write = os.write
+
+    def write(fd, data):
+        if b'"round"' in bytes(data):  # the metrics line: half of it lands, then the disk is full
+            real_write(fd, bytes(data)[: len(data) // 2])
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(fd, data)
+
+    monkeypatch.setattr(os, "write", write)
+    out = tmp_path / "run"
+    flags = [f"--{k}={v}" for k, v in SMALL.items()]
+    rc = main(["--data_root", str(ref_tmp / "datasets"), "--results_root", str(tmp_path / "res"),
+               "--output_dir", str(out), "--rounds", "2", *flags])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and err == [f"error: {out / 'metrics.jsonl'}: No space left on device"]
+    assert (out / "metrics.jsonl").read_bytes() == b""  # cut back to its length before the line
+
+
+def test_a_failing_clean_up_does_not_hide_the_error_that_stopped_a_write(tmp_path, monkeypatch):
+    import errno
+
+    from zscrgan.atomic import write_text_atomic
+
+    def replace(*args):
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    def unlink(self, missing_ok=False):
+        raise PermissionError(errno.EROFS, "Read-only file system")
+
+    monkeypatch.setattr(os, "replace", replace)
+    monkeypatch.setattr(Path, "unlink", unlink)
+    with pytest.raises(OSError) as err:
+        write_text_atomic(tmp_path / "summary.json", "{}")
+    assert err.value.errno == errno.ENOSPC
+
+
+def test_ctrl_c_mid_e_step_drops_the_round_and_resume_repeats_it_exactly(reference, tmp_path, monkeypatch):
+    ref_records, ref_files, ref_tmp = reference
+    shutil.copytree(ref_tmp / "datasets", tmp_path / "datasets")
+    # One E-step iteration per compiled call (the reference ran each phase as one call: same numbers).
+    monkeypatch.setattr(zscrgan.run, "CHUNK_STEPS", 1)
+    run = _run(tmp_path, "run")
+    real = zscrgan.run.StopFlag.between_chunks
+
+    def between_chunks(self, phase, total):
+        ask = real(self, phase, total)
+
+        def stop(done):
+            if run.round == 1 and phase == "E-step":  # Ctrl-C pressed during round 2's E-step
+                self.requested = True
+            return ask(done)
+        return stop
+
+    monkeypatch.setattr(zscrgan.run.StopFlag, "between_chunks", between_chunks)
+    run.cfg.rounds = ROUNDS
+    run.start()
+    summary = run.train()
+    assert summary["stopped"] == ("interrupted (Ctrl-C) in round 2, the E-step after 1 of 2 iterations; "
+                                  "that round was not kept")
+    assert summary["rounds_done"] == 1 and len(_records(run.run_dir)) == 1
+    monkeypatch.setattr(zscrgan.run.StopFlag, "between_chunks", real)
+    assert run.resume()
+    run.train()
+    assert _records(run.run_dir) == ref_records
+
+
+def test_reports_read_a_log_whose_last_line_a_crash_tore(tmp_path):
+    from zscrgan.report import read_run
+
+    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "config.yaml").write_text("seed: 3\n")
+    (tmp_path / "metrics.jsonl").write_text('{"round": 1}\n{"round": 2}\n{"round": 3, "los')
+    assert [r["round"] for r in read_run(tmp_path)["records"]] == [1, 2]
