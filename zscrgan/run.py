@@ -168,6 +168,32 @@ class Best:
     best_test_any_round: float = -math.inf  # the released figure, kept beside the validated one
 
 
+def _off_main_thread(fn, *args, **kwargs):
+    """`fn(*args, **kwargs)` in a worker thread while the main thread waits for it.
+
+    Python runs a signal handler only in the main thread and only between bytecodes, so a Ctrl-C
+    handler would wait for a whole compiled call; a waiting main thread runs it at once. The worker's
+    result or exception is handed back unchanged. Off the main thread (a Ray Tune trial) `fn` runs in place.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        return fn(*args, **kwargs)
+    outcome = {}
+
+    def work():
+        try:
+            outcome["value"] = fn(*args, **kwargs)
+        except BaseException as e:  # handed to the main thread, which raises it
+            outcome["error"] = e
+
+    worker = threading.Thread(target=work, name="zscrgan-phase", daemon=True)
+    worker.start()
+    while worker.is_alive():
+        worker.join(0.1)
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
+
+
 class StopFlag:
     """Turns the first Ctrl-C into a request to stop at the next chunk boundary; a second one aborts.
 
@@ -474,17 +500,18 @@ class Run:
                 t0 = time.perf_counter()
                 e_batches, m_batches = self._schedule()
                 with run_deterministic(cfg.deterministic):
-                    e_out = self.trainer.e_step(packed.images, packed.texts, *e_batches, chunk_iters=self._e_chunk,
-                                                stop=stop.between_chunks("E-step", cfg.e_step_iters))
+                    e_out = _off_main_thread(self.trainer.e_step, packed.images, packed.texts, *e_batches,
+                                             chunk_iters=self._e_chunk,
+                                             stop=stop.between_chunks("E-step", cfg.e_step_iters))
                 l_c_m = None
                 if e_out is not None:
                     if m_batches is None:  # joint training: the CSEM was updated on L_C within the E-step
                         l_c_m = e_out[3]
                     elif not stop.requested:
                         with run_deterministic(cfg.deterministic):
-                            l_c_m = self.trainer.m_step(packed.images, packed.texts, *m_batches,
-                                                        chunk_iters=CHUNK_STEPS,
-                                                        stop=stop.between_chunks("M-step", cfg.m_step_iters))
+                            l_c_m = _off_main_thread(self.trainer.m_step, packed.images, packed.texts, *m_batches,
+                                                     chunk_iters=CHUNK_STEPS,
+                                                     stop=stop.between_chunks("M-step", cfg.m_step_iters))
                 if l_c_m is None:  # the last checkpoint still holds the previous round: resume repeats this one
                     stop_reason = (f"interrupted (Ctrl-C) in round {self.round + 1}, {stop.where or 'between phases'}; "
                                    "that round was not kept")
