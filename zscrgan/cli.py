@@ -1,12 +1,6 @@
 """The `zscrgan` command: train a model, and the tools around it, as subcommands.
 
-    zscrgan train                           # the built-in demo dataset (made on first use)
-    zscrgan train --dataset CUB             # configs/default.yaml + configs/CUB.yaml, datasets/CUB/
-    zscrgan train --dataset CUB --mm_reg_coeff 1.0 --rounds 300 --time_budget 60
-    zscrgan train --resume runs/CUB/<run>   # continue a run from its last checkpoint
-    zscrgan train --dataset CUB --protocol validated --seeds 0 1 2   # mean +- std over seeds
-    zscrgan train --evaluate runs/CUB/<run> --eval_draws 10          # re-score the selected weights
-
+`zscrgan train --help` shows the training examples (TRAIN_DOC below) and every config flag.
 `python main.py [flags]` in a checkout is `zscrgan train [flags]`. Datasets, runs and retrieval files
 are found and written relative to the current folder unless flags say otherwise.
 """
