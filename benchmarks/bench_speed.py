@@ -9,7 +9,9 @@ taken under the same conditions even on a shared machine, it measures:
     the memory bandwidth (a streaming in-place add), which give each phase's roofline (see
     `benchmarks/roofline.py`): the step's matmuls at their rates plus the bytes its optimiser must
     read and write at that bandwidth;
-  * the compiled E- and M-phases (the config's defaults) and each variant in `variants()`: the
+  * the compiled E- and M-phases (the config's defaults) and, separately, their units (an
+    iteration's critic steps, a generator step, a CSEM step), each beside its own roofline;
+  * each variant in `variants()`: the
     other settings of `jit_compile` and `precision`, and TensorFlow's own RMSProp kernel with the
     critic's clipping after it (what the fused update replaced);
   * a stand-in for the released program's structure (`benchmarks/released_standin.py`).
@@ -68,7 +70,7 @@ def machine() -> dict:
 
 
 def matmul_timer(mm: MatMul):
-    """A callable computing `mm` repeatedly, cycling operands through CACHE_BYTES; and its FLOP."""
+    """A callable computing `mm` repeatedly on its kernel, cycling operands through CACHE_BYTES; and its FLOP."""
     a_shape, b_shape = mm.operand_shapes()
     dtype = tf.as_dtype(mm.dtype)
     pair_bytes = (math.prod(a_shape) + math.prod(b_shape)) * dtype.size
@@ -84,7 +86,11 @@ def matmul_timer(mm: MatMul):
         total = tf.constant(0.0, dtype)
         for _ in tf.range(reps):
             for a, b in pairs:  # variable reads are stateful: no product is merged or hoisted
-                total += tf.matmul(a, b, transpose_a=mm.transpose_a, transpose_b=mm.transpose_b)[0, 0]
+                if mm.kernel == "MatMul":
+                    product = tf.matmul(a, b, transpose_a=mm.transpose_a, transpose_b=mm.transpose_b)
+                else:
+                    product = tf.raw_ops.BatchMatMulV2(x=a, y=b, adj_x=mm.transpose_a, adj_y=mm.transpose_b)
+                total += product[0, 0]
         return total
 
     return (lambda: run().numpy()), reps * pool * mm.flops
@@ -135,6 +141,24 @@ def variants(cfg, image_dim: int, text_dim: int, gpu: bool) -> dict:
     return out
 
 
+def label(mm: MatMul) -> str:
+    """E.g. "4096x2048x64 tB bmm": m x k x n, transpose flags, and the batched kernel where used."""
+    flags = (" tA" if mm.transpose_a else "") + (" tB" if mm.transpose_b else "")
+    return f"{mm.m}x{mm.k}x{mm.n}{flags}{' bmm' if mm.kernel == 'BatchMatMulV2' else ''}"
+
+
+def unit_timer(fn, feats, batches):
+    """A callable running `fn` (a step, or an iteration's critic steps) once per leading row of `batches`."""
+    @tf.function
+    def run(images, texts, *rows):
+        total = tf.constant(0.0)
+        for i in tf.range(tf.shape(rows[0])[0]):
+            total += tf.reduce_sum(fn(images, texts, *(a[i] for a in rows)))
+        return total
+
+    return lambda: run(*feats, *batches).numpy()
+
+
 def interleaved_medians(fns: dict, repeats: int) -> dict:
     """Median seconds of each callable over `repeats` rounds, each round calling every one in turn."""
     for fn in fns.values():
@@ -182,13 +206,15 @@ def main(argv=None) -> int:
     e_batch, m_batch = [tf.constant(a) for a in e_np], [tf.constant(a) for a in m_np]
 
     ours = Trainer(cfg, cfg.demo.image_dim, cfg.demo.text_dim)
-    steps = {name: live_matmuls(tf.function(getattr(ours, f"{name}_step")).get_concrete_function(*feats, *one))
-             for name, one in (("critic", [x[0, 0] for x in e_batch]), ("generator", [x[0, k] for x in e_batch]),
-                               ("csem", [x[0] for x in m_batch]))}
+    # The units of a phase: an E-step iteration's critic steps, its generator step, and a CSEM step.
+    units = {"critic_steps": (ours.critic_steps, [x[0, :k] for x in e_batch]),
+             "generator": (ours.generator_step, [x[0, k] for x in e_batch]),
+             "csem": (ours.csem_step, [x[0] for x in m_batch])}
+    steps = {name: live_matmuls(tf.function(fn).get_concrete_function(*feats, *one)) for name, (fn, one) in units.items()}
     n_params = {name: sum(int(np.prod(v.shape)) for v in variables) for name, variables in (
         ("critic", ours.model.critic.trainable_variables), ("generator", ours.model.generator_side_variables),
         ("csem", ours.model.csem.trainable_variables))}
-    nbytes = {"critic": update_bytes("rmsprop", n_params["critic"]),
+    nbytes = {"critic_steps": k * update_bytes("rmsprop", n_params["critic"]),
               "generator": update_bytes("rmsprop", n_params["generator"]),
               "csem": update_bytes("adam", n_params["csem"])}
 
@@ -199,6 +225,10 @@ def main(argv=None) -> int:
     timers["bandwidth"], work["bandwidth"] = bandwidth_timer()
     timers["ours_e"] = lambda: ours.e_step(*feats, *e_batch).numpy()
     timers["ours_m"] = lambda: ours.m_step(*feats, *m_batch).numpy()
+    unit_batches = {"critic_steps": [x[:, :k] for x in e_batch], "generator": [x[:, k] for x in e_batch],
+                    "csem": m_batch}
+    for name, (fn, _) in units.items():
+        timers[f"unit_{name}"] = unit_timer(fn, feats, unit_batches[name])
     others = variants(cfg, cfg.demo.image_dim, cfg.demo.text_dim, bool(tf.config.list_physical_devices("GPU")))
     for name, trainer in others.items():
         timers[f"{name}_e"] = lambda t=trainer: t.e_step(*feats, *e_batch).numpy()
@@ -212,16 +242,15 @@ def main(argv=None) -> int:
     rates = {mm: work[f"mm{i}"] / t[f"mm{i}"] for i, mm in enumerate(shapes)}
     bandwidth = work["bandwidth"] / t["bandwidth"]
     roof = {name: step_seconds(steps[name], rates, nbytes[name], bandwidth) for name in steps}
-    roof_e, roof_m = it * (k * roof["critic"] + roof["generator"]), it * roof["csem"]
+    roof_e, roof_m = it * (roof["critic_steps"] + roof["generator"]), it * roof["csem"]
     e_scale, m_scale = cfg.e_step_iters / it, cfg.m_step_iters / it
     ours_round = t["ours_e"] * e_scale + t["ours_m"] * m_scale
     standin_round = t["standin_e"] * e_scale + t["standin_m"] * m_scale
     step_flop = {name: sum(n * mm.flops for mm, n in mms.items()) for name, mms in steps.items()}
-    round_flop = cfg.e_step_iters * (k * step_flop["critic"] + step_flop["generator"]) + cfg.m_step_iters * step_flop["csem"]
+    round_flop = cfg.e_step_iters * (step_flop["critic_steps"] + step_flop["generator"]) + cfg.m_step_iters * step_flop["csem"]
     result = {
         "machine": machine(), "sizes": sizes, "iters": it, "repeats": args.repeats,
-        "matmul_gflops": {f"{mm.m}x{mm.k}x{mm.n}{' tA' if mm.transpose_a else ''}{' tB' if mm.transpose_b else ''}":
-                          round(rates[mm] / 1e9, 1) for mm in shapes},
+        "matmul_gflops": {label(mm): round(rates[mm] / 1e9, 1) for mm in shapes},
         "bandwidth_gbs": round(bandwidth / 1e9, 1),
         "step_gflop": {name: round(v / 1e9, 3) for name, v in step_flop.items()},
         "step_update_mb": {name: round(v / 1e6, 1) for name, v in nbytes.items()},
@@ -230,6 +259,8 @@ def main(argv=None) -> int:
                               "roofline": round(roof_e * e_scale + roof_m * m_scale, 2)},
         "achieved_over_roofline": {"e_step": round(roof_e / t["ours_e"], 3), "m_step": round(roof_m / t["ours_m"], 3),
                                    "round": round((roof_e * e_scale + roof_m * m_scale) / ours_round, 3)},
+        "unit_ms": {name: {"ours": round(t[f"unit_{name}"] / it * 1e3, 2), "roofline": round(roof[name] * 1e3, 2)}
+                    for name in units},
         "standin_over_ours": round(standin_round / ours_round, 2),
         "variant_over_ours": {name: {"e_step": round(t[f"{name}_e"] / t["ours_e"], 3),
                                      "m_step": round(t[f"{name}_m"] / t["ours_m"], 3)} for name in others},

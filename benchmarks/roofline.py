@@ -22,9 +22,13 @@ UPDATE_WORDS = {"rmsprop": 5, "adam": 7}
 WORD_BYTES = 4  # weights and optimiser slots are float32 at every precision
 
 
+KERNELS = ("MatMul", "BatchMatMulV2")  # TensorFlow's kernels for products of two matrices
+
+
 @dataclass(frozen=True)
 class MatMul:
-    """One matrix multiply: an [m, k] by [k, n] product, with TensorFlow's transpose flags and dtype."""
+    """One matrix multiply: an [m, k] by [k, n] product, with TensorFlow's transpose flags, dtype and
+    kernel (MatMul, or BatchMatMulV2 on two rank-2 operands; on CPUs their rates differ by shape)."""
 
     m: int
     k: int
@@ -32,6 +36,7 @@ class MatMul:
     transpose_a: bool = False
     transpose_b: bool = False
     dtype: str = "float32"
+    kernel: str = "MatMul"
 
     @property
     def flops(self) -> int:
@@ -61,14 +66,17 @@ def live_matmuls(concrete_function) -> Counter:
     """Count of each `MatMul` that one call of a traced step computes."""
     out: Counter = Counter()
     for op in _live_ops(concrete_function.graph):
-        if op.type != "MatMul":
+        if op.type not in KERNELS:
             continue
         a, b = (x.shape for x in op.inputs)
-        ta, tb = op.get_attr("transpose_a"), op.get_attr("transpose_b")
+        if a.rank != 2 or b.rank != 2:
+            raise ValueError(f"{op.name}: {op.type} of operands of rank {a.rank} and {b.rank}, not two matrices")
+        flags = ("transpose_a", "transpose_b") if op.type == "MatMul" else ("adj_x", "adj_y")
+        ta, tb = (op.get_attr(f) for f in flags)
         dims = (a[1] if ta else a[0], a[0] if ta else a[1], b[0] if tb else b[1])
         if any(d is None for d in dims):
             raise ValueError(f"{op.name}: matmul with a shape unknown at trace time ({a} x {b})")
-        out[MatMul(*dims, ta, tb, op.get_attr("T").name)] += 1
+        out[MatMul(*dims, ta, tb, op.get_attr("T").name, op.type)] += 1
     return out
 
 

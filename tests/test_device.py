@@ -12,13 +12,14 @@ from zscrgan.search import _merge_chunk, unit_rows
 from zscrgan.train import Trainer
 
 # Every op type the phases and the evaluation use, each reviewed: elementwise kernels and reductions,
-# matrix multiplies (cuBLAS), gathers (forward only: no gradient flows into the features, so no
+# matrix multiplies (cuBLAS, plain and batched), gathers (forward only: no gradient flows into the features, so no
 # segment sums), stateless random numbers, TF1's Adam kernel, top-K, padding, loops, a condition (the
 # float16 loss scale) and calls (among them the XLA-compiled RMSProp update, elementwise only). None
 # is in TensorFlow's list of ops without a deterministic GPU kernel. A new op fails this test until
 # reviewed and added here.
 REVIEWED = {
-    "Abs", "AddN", "AddV2", "All", "AssignAddVariableOp", "AssignVariableOp", "Bitcast", "Cast", "ConcatOffset",
+    "Abs", "AddN", "AddV2", "All", "AssignAddVariableOp", "AssignVariableOp", "BatchMatMulV2", "Bitcast", "Cast",
+    "ConcatOffset",
     "ConcatV2", "Const", "Exp", "Fill", "FloorDiv", "FloorMod", "GatherV2", "Greater", "GreaterEqual", "Identity",
     "IdentityN",
     "If", "IsFinite", "LeakyRelu", "LeakyReluGrad", "Less", "MatMul", "Max", "Maximum", "Mean", "Minimum",

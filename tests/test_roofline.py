@@ -12,13 +12,16 @@ from zscrgan.train import Trainer
 # _cfg(): embed_dim 8, z_dim 4, gf_dim 16, df_dim 8; I = 12 image dims, T = 6 text dims, B = 4 rows.
 E, Z, GF, DF = 8, 4, 16, 8
 FORWARD_TO_IMAGE = [MatMul(B, T, 2 * E), MatMul(B, E + Z, GF), MatMul(B, GF, 2 * GF), MatMul(B, 2 * GF, I)]
-# Critic step: the generator's forward pass on B rows; the critic on fake, wrong and real rows (3B);
-# its backward pass: both weight gradients x^T dy, and the input gradient of its output layer as
-# (w dy^T)^T. The input gradient of its first layer, which nothing needs, is not computed.
-CRITIC_STEP = Counter(FORWARD_TO_IMAGE + [
-    MatMul(3 * B, I + T, DF), MatMul(3 * B, DF, 1),
-    MatMul(DF, 3 * B, 1, transpose_a=True), MatMul(DF, 1, 3 * B, transpose_b=True),
-    MatMul(I + T, 3 * B, DF, transpose_a=True)])
+# Critic update: the critic on fake, wrong and real rows (3B); its backward pass: both weight
+# gradients x^T dy, and the input gradient of its output layer as (w dy^T)^T on the batched kernel.
+# The input gradient of its first layer, which nothing needs, is not computed.
+CRITIC_UPDATE = [MatMul(3 * B, I + T, DF), MatMul(3 * B, DF, 1),
+                 MatMul(DF, 3 * B, 1, transpose_a=True), MatMul(DF, 1, 3 * B, transpose_b=True, kernel="BatchMatMulV2"),
+                 MatMul(I + T, 3 * B, DF, transpose_a=True)]
+# Critic step: the generator's forward pass on B rows, then the update.
+CRITIC_STEP = Counter(FORWARD_TO_IMAGE + CRITIC_UPDATE)
+# An iteration's critic steps (_cfg: 2): one forward pass on the stacked rows of both batches, two updates.
+CRITIC_STEPS = Counter([MatMul(2 * mm.m, mm.k, mm.n) for mm in FORWARD_TO_IMAGE] + 2 * CRITIC_UPDATE)
 # CSEM step: encoder and generator forward on correct and wrong texts (2B), the CSEM forward and its
 # weight gradient; nothing flows back into the frozen generator.
 CSEM_STEP = Counter([MatMul(2 * mm.m, mm.k, mm.n) for mm in FORWARD_TO_IMAGE] + [
@@ -28,14 +31,23 @@ CSEM_STEP = Counter([MatMul(2 * mm.m, mm.k, mm.n) for mm in FORWARD_TO_IMAGE] + 
 @pytest.fixture(scope="module")
 def traced():
     packed = _packed()
-    trainer = Trainer(_cfg(), I, T)
+    cfg = _cfg()
+    assert cfg.critic_steps == 2
+    trainer = Trainer(cfg, I, T)
     args = (packed.images, packed.texts, *_rows(packed, *ONE_BATCH))
-    return trainer, {name: live_matmuls(tf.function(getattr(trainer, f"{name}_step")).get_concrete_function(*args))
-                     for name in ("critic", "csem")}
+    out = {name: live_matmuls(tf.function(getattr(trainer, f"{name}_step")).get_concrete_function(*args))
+           for name in ("critic", "csem")}
+    two_batches = [tf.stack([a, a]) for a in args[2:]]
+    out["critic_steps"] = live_matmuls(tf.function(trainer.critic_steps).get_concrete_function(*args[:2], *two_batches))
+    return trainer, out
 
 
 def test_live_matmuls_of_a_critic_step_are_those_counted_by_hand(traced):
     assert traced[1]["critic"] == CRITIC_STEP
+
+
+def test_live_matmuls_of_an_iterations_critic_steps_are_those_counted_by_hand(traced):
+    assert traced[1]["critic_steps"] == CRITIC_STEPS
 
 
 def test_live_matmuls_of_a_csem_step_are_those_counted_by_hand(traced):

@@ -351,7 +351,12 @@ def test_e_step_runs_critic_batches_then_the_generator_batch(packed, training):
             return result(tf.cast(img_rows[0], tf.float32))
         return step
 
-    trainer.critic_step = recorder(0, lambda tag: tag)
+    critic_one = recorder(0, lambda tag: tag)
+
+    def critic_steps(images, texts, *rows):  # one iteration's critic batches, each logged in turn
+        return tf.add_n([critic_one(images, texts, *(a[j] for a in rows)) for j in range(cfg.critic_steps)])
+
+    trainer.critic_steps = critic_steps
     # Under joint training the generator side's batch goes to the joint step (which also moves the CSEM).
     setattr(trainer, "joint_step" if training == "joint" else "generator_step", recorder(1, lambda tag: tf.fill([4], tag)))
     shape = (iters, cfg.critic_steps + 1, B)
@@ -367,6 +372,22 @@ def test_e_step_runs_critic_batches_then_the_generator_batch(packed, training):
     # The phase means: L_D over iters x critic_steps critic batches, the rest over iters generator batches.
     np.testing.assert_allclose(out[0], slot[:, :-1].mean(), rtol=1e-6)
     np.testing.assert_allclose(out[1:], slot[:, -1].mean(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("overrides", [{}, dict(wrong_branch=False), dict(jit_compile=True)])
+def test_an_iterations_critic_steps_equal_critic_step_batch_after_batch(packed, overrides):
+    cfg = _cfg(critic_steps=3, **overrides)
+    stacked, one_by_one = Trainer(cfg, I, T), Trainer(cfg, I, T)
+    rows = _schedule(packed, (cfg.critic_steps, B), seed=7)
+    total = stacked.critic_steps(packed.images, packed.texts, *rows)
+    losses = [one_by_one.critic_step(packed.images, packed.texts, *(a[j] for a in rows)) for j in range(cfg.critic_steps)]
+    # The same noise, drawn in the same order: the generators end in the same state.
+    np.testing.assert_array_equal(stacked.noise.state.numpy(), one_by_one.noise.state.numpy())
+    np.testing.assert_allclose(float(total), float(tf.add_n(losses)), rtol=1e-5, atol=1e-6)
+    for a, b in zip(stacked.model.trainable_variables, one_by_one.model.trainable_variables):
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-7, err_msg=a.name)
+    untrained = Trainer(cfg, I, T).model.critic.fc1.kernel.numpy()
+    assert not np.array_equal(stacked.model.critic.fc1.kernel.numpy(), untrained)  # the critic did train
 
 
 def _step_against_numpy(packed, step, batch, **overrides):

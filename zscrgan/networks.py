@@ -21,13 +21,17 @@ def leaky(x: tf.Tensor) -> tf.Tensor:
 
 @tf.custom_gradient
 def matmul(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
-    """x @ w, with the input gradient computed as (w @ dy^T)^T.
+    """x @ w, with the input gradient computed as (w @ dy^T)^T by TensorFlow's batched matmul kernel.
 
-    The same numbers as TensorFlow's own MatMul gradient (dy @ w^T), but on CPUs the product with a
-    transposed large right-hand matrix runs about 2-3x slower than this form (see benchmarks/).
+    The same products as TensorFlow's own MatMul gradient (dy @ w^T), summed in another order. On CPUs
+    the plain MatMul kernel with a transposed right-hand matrix runs 2-3x slower than this form, and
+    1.4x slower with the transpose moved to the small matrix (w @ dy^T); the batched kernel
+    (BatchMatMulV2, here on rank-2 operands) runs w @ dy^T at the forward products' rate
+    (`benchmarks/bench_speed.py` times each step's products in the kernel the step uses).
     """
     def grad(dy):
-        return tf.transpose(tf.matmul(w, dy, transpose_b=True)), tf.matmul(x, dy, transpose_a=True)
+        dx = tf.transpose(tf.raw_ops.BatchMatMulV2(x=w, y=dy, adj_x=False, adj_y=True))
+        return dx, tf.matmul(x, dy, transpose_a=True)
 
     return tf.matmul(x, w), grad
 
@@ -56,7 +60,7 @@ class TextEncoder(tf.Module):
 
     def __call__(self, phi: tf.Tensor, eps: tf.Tensor):
         h = tf.cast(leaky(self.fc(phi)), tf.float32)
-        mu, s = h[:, : self.embed_dim], h[:, self.embed_dim:]
+        mu, s = tf.split(h, 2, axis=1)
         return mu + tf.exp(s) * eps, mu, s
 
 

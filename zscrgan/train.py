@@ -47,11 +47,6 @@ class PackedFeatures:
         return int(self.texts.shape[0]) - 1
 
 
-def _rows(t: tf.Tensor):
-    """Rows of t: a number when known at trace time (so slices keep static shapes), else a tensor."""
-    return t.shape[0] if t.shape[0] is not None else tf.shape(t)[0]
-
-
 class Trainer(tf.Module):
     """The model, its three optimizers and the noise generator; runs E-steps, M-steps and embeddings."""
 
@@ -101,19 +96,21 @@ class Trainer(tf.Module):
 
         Both halves go through the text encoder and the generator as one stacked batch: the same
         per-row computation as two calls, with one weight-gradient product per layer instead of two.
-        Without the wrong-class branch only the correct half is computed (the "_w" entries are empty).
+        Without the wrong-class branch only the correct half is computed (the "_w" entries are None).
         """
-        n = _rows(phi_r)
-        phi = tf.concat([phi_r, phi_w], axis=0) if self.cfg.wrong_branch else phi_r
+        wrong = self.cfg.wrong_branch
+        phi = tf.concat([phi_r, phi_w], axis=0) if wrong else phi_r
         c, mu, s = self.model.encoder(phi, eps)
         g = self.model.generator(c, z)
-        return dict(c_r=c[:n], mu_r=mu[:n], s_r=s[:n], mu_w=mu[n:], s_w=s[n:], g=g, g_r=g[:n], g_w=g[n:])
+        # Halves by tf.split, whose gradient is one concatenation (a slice's pads a zero tensor each).
+        halves = (lambda t: tf.split(t, 2)) if wrong else (lambda t: (t, None))
+        (c_r, _), (mu_r, mu_w), (s_r, s_w), (g_r, g_w) = (halves(t) for t in (c, mu, s, g))
+        return dict(c_r=c_r, mu_r=mu_r, s_r=s_r, mu_w=mu_w, s_w=s_w, g=g, g_r=g_r, g_w=g_w)
 
     def _csem_loss(self, f):
         theta = self.model.csem(f["g"])  # correct and wrong halves in one call, as in `_forward`
-        n = _rows(f["c_r"])
-        theta_w = theta[n:] if self.cfg.wrong_branch else None
-        return losses.csem_loss(theta[:n], theta_w, f["c_r"], per_sample=self.cfg.triplet == "per_sample")
+        theta_r, theta_w = tf.split(theta, 2) if self.cfg.wrong_branch else (theta, None)
+        return losses.csem_loss(theta_r, theta_w, f["c_r"], per_sample=self.cfg.triplet == "per_sample")
 
     def _generator_side_loss(self, x_r, phi_r, x_w, phi_w, eps, z):
         """L_G on one batch (run under a tape). Returns L_G, L_C and [L_G, R, L_C, divergence]."""
@@ -147,11 +144,35 @@ class Trainer(tf.Module):
         """One critic update on one batch (`rows`: the four index arrays), its weights clipped in the
         same pass. Returns L_D."""
         x_r, phi_r, x_w, _ = self._batch(images, texts, *rows)
-        return self._critic_update(x_r, phi_r, x_w, *self._noise(tf.shape(phi_r)[0]))
+        eps, z = self._noise(tf.shape(phi_r)[0])
+        return self._critic_update(x_r, phi_r, x_w, self._generate(phi_r, eps, z))
 
-    def _critic_update_fn(self, x_r, phi_r, x_w, eps, z):
-        c_r, _, _ = self.model.encoder(phi_r, eps)
-        g_r = self.model.generator(c_r, z)
+    def critic_steps(self, images, texts, *rows):
+        """The critic updates of one E-step iteration, one per batch (`rows`: four [critic_steps, B]
+        index arrays), in order. Returns the sum of their L_D.
+
+        The same updates as `critic_step` batch after batch, with the same noise: each batch's is drawn
+        in the order those calls draw it. The text encoder and the generator do not change while the
+        critic trains, so the generated rows of all the batches come from one stacked forward pass
+        (its products on critic_steps x B rows run faster than critic_steps products on B rows).
+        """
+        n_batches = self.cfg.critic_steps  # a number at trace time: the batches' loop unrolls
+        b = tf.shape(rows[0])[1]
+        noise = [self._noise(b) for _ in range(n_batches)]
+        phi_all = tf.gather(texts, tf.reshape(rows[1], [-1]))
+        g_all = self._generate(phi_all, tf.concat([e for e, _ in noise], 0), tf.concat([z for _, z in noise], 0))
+        total = tf.constant(0.0)
+        for j, g_r in enumerate(tf.split(g_all, n_batches)):
+            x_r, phi_r, x_w, _ = self._batch(images, texts, *(a[j] for a in rows))
+            total += self._critic_update(x_r, phi_r, x_w, g_r)
+        return total
+
+    def _generate(self, phi, eps, z):
+        """Generated image vectors for texts phi (no gradient is taken through them)."""
+        c, _, _ = self.model.encoder(phi, eps)
+        return self.model.generator(c, z)
+
+    def _critic_update_fn(self, x_r, phi_r, x_w, g_r):
         critic = self.model.critic
         with tf.GradientTape() as tape:
             # Fake, wrong and real rows scored as one stacked batch, all against the correct text.
@@ -241,8 +262,7 @@ class Trainer(tf.Module):
         d_sum, g_sum = sums[0], sums[1:]
         for i in tf.range(tf.shape(img_rows)[0]):
             if self._train_critic:
-                for j in tf.range(n_critic):
-                    d_sum += self.critic_step(images, texts, *(a[i, j] for a in rows))
+                d_sum += self.critic_steps(images, texts, *(a[i, :n_critic] for a in rows))
             g_sum += generator_side(images, texts, *(a[i, n_critic] for a in rows))
         return tf.concat([[d_sum], g_sum], axis=0)
 
