@@ -5,15 +5,14 @@
 
 On whatever device TensorFlow uses, interleaved and repeated (medians), so that every ratio is
 taken under the same conditions even on a shared machine, it measures:
-  * the rate of each matrix multiply shape the compiled steps compute (read from their graphs) and
-    the memory bandwidth (a streaming in-place add), which give each phase's roofline (see
-    `benchmarks/roofline.py`): the step's matmuls at their rates plus the bytes its optimiser must
-    read and write at that bandwidth;
+  * the rate of each matrix multiply shape the compiled steps compute, on the kernel they use (read
+    from their graphs), and the memory bandwidth (a streaming in-place add), which give each phase's
+    roofline (see `benchmarks/roofline.py`): the matmuls at their rates plus the bytes the optimisers
+    must read and write at that bandwidth;
   * the compiled E- and M-phases (the config's defaults) and, separately, their units (an
     iteration's critic steps, a generator step, a CSEM step), each beside its own roofline;
-  * each variant in `variants()`: the
-    other settings of `jit_compile` and `precision`, and TensorFlow's own RMSProp kernel with the
-    critic's clipping after it (what the fused update replaced);
+  * each variant in `variants()`: the other settings of `jit_compile` and `precision`, and
+    TensorFlow's own RMSProp kernel with the critic's clipping after it (what the fused update replaced);
   * a stand-in for the released program's structure (`benchmarks/released_standin.py`).
 Reported as JSON: seconds per round (released schedule: 100 x (5 + 1) E-step steps + 100 M-step
 steps), achieved / roofline per phase, and each variant's and the stand-in's time over ours.
@@ -252,9 +251,11 @@ def main(argv=None) -> int:
         "machine": machine(), "sizes": sizes, "iters": it, "repeats": args.repeats,
         "matmul_gflops": {label(mm): round(rates[mm] / 1e9, 1) for mm in shapes},
         "bandwidth_gbs": round(bandwidth / 1e9, 1),
-        "step_gflop": {name: round(v / 1e9, 3) for name, v in step_flop.items()},
-        "step_update_mb": {name: round(v / 1e6, 1) for name, v in nbytes.items()},
+        "unit_gflop": {name: round(v / 1e9, 3) for name, v in step_flop.items()},
+        "unit_update_mb": {name: round(v / 1e6, 1) for name, v in nbytes.items()},
         "round_tflop": round(round_flop / 1e12, 3),
+        "round_update_gb": round((cfg.e_step_iters * (nbytes["critic_steps"] + nbytes["generator"])
+                                  + cfg.m_step_iters * nbytes["csem"]) / 1e9, 1),
         "seconds_per_round": {"ours": round(ours_round, 2), "released_standin": round(standin_round, 2),
                               "roofline": round(roof_e * e_scale + roof_m * m_scale, 2)},
         "achieved_over_roofline": {"e_step": round(roof_e / t["ours_e"], 3), "m_step": round(roof_m / t["ours_m"], 3),

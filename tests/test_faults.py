@@ -136,6 +136,53 @@ def test_a_kill_at_any_write_point_of_a_round_resumes_to_the_same_metrics(refere
         assert sorted(Path(p).name for p in summary["released_copies"]) == ref_files, kill
 
 
+def test_a_run_killed_in_its_first_round_resumes_to_the_same_metrics(reference, tmp_path):
+    ref_records, ref_files, ref_tmp = reference
+    shutil.copytree(ref_tmp / "datasets", tmp_path / "datasets")
+    out = tmp_path / "run"
+
+    def first_round(monkeypatch, **kill):
+        shutil.rmtree(out, ignore_errors=True)
+        run = _run(tmp_path, "run")
+        run.cfg.rounds = 1
+        run.start()
+        with monkeypatch.context() as m:
+            points = WritePoints(m, **kill)
+            try:
+                run.train()
+            except Killed:
+                return points.count, True
+        return points.count, False
+
+    with pytest.MonkeyPatch.context() as mp:
+        n_points, killed = first_round(mp)
+    # The retrieval file and the best checkpoint (round 1 is a new best), a metrics line, the last
+    # checkpoint (a first one: one rename), the summary.
+    assert ref_records[0]["new_best"] and not killed and n_points == 5
+    # Kills before the first checkpoint leave nothing to restore (the run starts again from round 0);
+    # kills after it resume from it.
+    for kill in [{"kill_at": n} for n in range(1, n_points + 1)] + [{"kill_at": 3, "tear": True}]:
+        with pytest.MonkeyPatch.context() as mp:
+            count, killed = first_round(mp, **kill)
+        assert killed and count == kill["kill_at"]
+        run = _run(tmp_path, "run")  # a new process, as `--resume` makes
+        assert run.resume()
+        run.cfg.rounds = ROUNDS
+        run.start()
+        run.train()
+        assert _records(out) == ref_records, kill
+        assert sorted(p.name for p in (out / "results" / "DEMO_res").iterdir()) == ref_files, kill
+        summary = json.loads((out / "summary.json").read_text())
+        assert sorted(Path(p).name for p in summary["released_copies"]) == ref_files, kill
+        starts = [json.loads(line)["event"] for line in (out / "provenance.jsonl").read_text().splitlines()]
+        assert starts == ["start", "resume"], kill
+
+
+def test_resume_needs_a_run_folder(tmp_path):
+    (tmp_path / "datasets").mkdir()
+    assert not _run(tmp_path, "empty").resume()
+
+
 def test_a_full_disk_while_logging_leaves_no_half_line_and_one_error(reference, tmp_path, monkeypatch, capsys):
     import errno
 

@@ -93,7 +93,7 @@ def train_one(cfg, run_dir: Path, args, overrides: dict, resume: bool = False, n
 
     run = _run_class()(cfg, run_dir, Path(args.data_root), Path(args.results_root))
     if resume and not run.resume():
-        raise UserError(f"{run_dir}: no checkpoint to resume from (checkpoints/last is missing)")
+        raise UserError(f"{run_dir}: not a training run folder (no config.yaml)")
     run.start(overrides, args.command, numbered=numbered)
     summary = run.train(args.time_budget)
     k = cfg.top_k

@@ -275,21 +275,30 @@ class Run:
         return self.run_dir / "checkpoints" / "best"
 
     def resume(self) -> bool:
-        """Restore the last checkpoint of `run_dir`, if there is one. Returns whether it did.
+        """Continue the run in `run_dir` from its last checkpoint. Returns whether there was a run to continue.
 
+        A run stopped before its first checkpoint (during round 1) has nothing to restore: it starts
+        again from round 0 in its own folder, which gives what the uninterrupted run would have given.
         Refuses (UserError) a config that changes an architecture key of the saved run, data other than
         the run's, and a checkpoint that is corrupt or does not fit.
         """
+        config = self.run_dir / "config.yaml"
+        if not config.is_file():
+            return False
         for folder in (self.run_dir, self.run_dir / "checkpoints"):
             remove_debris(folder)
-        folder = find_checkpoint(self.last_dir)
-        if folder is None:
-            return False
-        saved = yaml.safe_load((self.run_dir / "config.yaml").read_text(encoding="utf-8")) or {}
+        saved = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
         changed = architecture_change(saved, self.cfg)
         if changed:
             raise UserError(f"--{changed}: a resume cannot change an architecture key ({changed} is "
-                            f"{brief(saved[changed])} in {self.run_dir / 'config.yaml'}, {brief(self.cfg[changed])} given)")
+                            f"{brief(saved[changed])} in {config}, {brief(self.cfg[changed])} given)")
+        folder = find_checkpoint(self.last_dir)
+        if folder is None:
+            self.resumed = True
+            self._drop_rounds_after_checkpoint()
+            self.log(f"no checkpoint in {self.last_dir} yet (the run stopped during its first round): "
+                     f"starting it again from round 1")
+            return True
         self._check_same_data(folder)
         state = read_checkpoint(self.full_state, folder)
         try:
@@ -304,14 +313,17 @@ class Run:
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
             raise UserError(f"{folder / 'state.json'}: missing or malformed entry ({brief(err)}); {_CORRUPT}") from None
         self.resumed = True
-        # Rounds logged after this checkpoint (a kill between the log line and the checkpoint swap)
-        # are run again: drop them, and any torn last line, so that every round is logged once.
+        self._drop_rounds_after_checkpoint()
+        self.log(f"resumed from {folder} after round {self.round}")
+        return True
+
+    def _drop_rounds_after_checkpoint(self) -> None:
+        """Rounds logged after the checkpoint (a kill between the log line and the checkpoint swap) are
+        run again: drop their lines, and any torn last line, so that every round is logged once."""
         log = self.run_dir / "metrics.jsonl"
         if log.exists():
             kept = [line for line in read_lines(log) if _logged_round(line) <= self.round]
             write_text_atomic(log, "".join(line + "\n" for line in kept))
-        self.log(f"resumed from {folder} after round {self.round}")
-        return True
 
     def _data_identity(self) -> dict:
         d = self.data
