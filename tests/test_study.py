@@ -155,6 +155,25 @@ def test_bad_study_file_is_one_line_and_exit_2_before_ray_starts(tmp_path, monke
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.parametrize("failure, hint", [
+    (ConnectionError("Failed to connect to Ray cluster at 10.0.0.9:6379"), False),
+    (RuntimeError("RPC error: InvalidAuthToken: Authentication token is missing or incorrect.\nmore"), True),
+])
+def test_an_unreachable_cluster_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys, failure, hint):
+    import ray
+
+    def init(**kwargs):
+        raise failure
+    monkeypatch.setattr(ray, "init", init)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    write_study(tmp_path)
+    assert main(study_args(tmp_path, "out", "--address", "10.0.0.9:6379")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("error: --address 10.0.0.9:6379: cannot connect to a Ray cluster"), err
+    assert type(failure).__name__ in err[0] and ("RAY_AUTH_MODE=token" in err[0]) == hint, err
+
+
 def test_every_shipped_study_file_is_valid(tmp_path):
     files = sorted((ROOT / "studies").glob("*.yaml"))
     assert {f.name for f in files} >= {"demo.yaml", "ablations.yaml", "em_vs_joint.yaml", "wrong_class.yaml"}
@@ -177,6 +196,21 @@ def test_search_chooses_by_validation_prec_never_by_unseen(tmp_path):
     chosen = best_searched(tmp_path)
     assert chosen["run_dir"] == str(tmp_path / "t2") and chosen["overrides"] == {"mm_reg_coeff": 2.0}
     assert chosen["test_at_selected_round"] == {"prec": 0.10}
+
+
+def test_optuna_search_runs_through_ray_and_names_the_best_on_validation(tmp_path, capsys):
+    write_study(tmp_path, search={"mm_reg_coeff": ["loguniform", 0.1, 10.0]})
+    assert main(study_args(tmp_path, "out", "--search", "optuna", "--trials", "2")) == 0
+    out = capsys.readouterr().out
+    assert "search: done" in out and "without --search" in out and "not every trial has finished" not in out
+    folder = tmp_path / "out"
+    trials = sorted((folder / "DEMO" / "search").iterdir())
+    assert len(trials) == 2
+    val = {str(t): json.loads((t / "summary.json").read_text())["val_at_selected_round"]["prec"] for t in trials}
+    chosen = json.loads((folder / "search.json").read_text())["DEMO"]
+    assert val[chosen["run_dir"]] == chosen["val_prec"] == max(val.values())
+    assert 0.1 <= chosen["overrides"]["mm_reg_coeff"] <= 10.0
+    assert "search: best of 2 on validation" in (folder / "results.md").read_text()
 
 
 def test_failed_trial_writes_its_error_and_shows_in_the_table(tmp_path):

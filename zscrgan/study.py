@@ -31,7 +31,7 @@ from pathlib import Path
 
 from zscrgan.atomic import write_text_atomic
 from zscrgan.config import CHOICES, DEFAULT_FILE, load_config, merge, read_yaml
-from zscrgan.errors import UserError
+from zscrgan.errors import UserError, brief
 from zscrgan.provenance import holds_run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log (workers inherit it)
@@ -289,7 +289,15 @@ def _start_ray(args) -> bool:
     if ray.is_initialized():
         return False
     if args.address:
-        ray.init(address=args.address, log_to_driver=False)
+        try:
+            ray.init(address=args.address, log_to_driver=False)
+        except Exception as e:  # unreachable, refused, or an authentication token missing or wrong
+            hint = ""
+            if "auth" in str(e).lower() and os.environ.get("RAY_AUTH_MODE") != "token":
+                hint = ("; a cluster started with token authentication (`ray start` does so by default "
+                        "from Ray 2.59 on) needs RAY_AUTH_MODE=token and its token here as well")
+            raise UserError(f"--address {args.address}: cannot connect to a Ray cluster there "
+                            f"({type(e).__name__}: {brief(e)}){hint}") from None
         return True
     # Local workers import this package from where the driver found it.
     root = str(Path(__file__).resolve().parent.parent)
@@ -466,7 +474,11 @@ def main(argv=None) -> int:
     started = time.perf_counter()
     interrupted, chosen = False, None
     if not args.report_only and (args.search or pending(study, folder)):
-        own_ray = _start_ray(args)
+        try:
+            own_ray = _start_ray(args)
+        except UserError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
         try:
             if args.search:
                 chosen = run_search(study, folder, args)
@@ -483,11 +495,15 @@ def main(argv=None) -> int:
     from zscrgan.report import write_study_tables
 
     statuses = write_study_tables(study, folder, Path(args.data_root))
-    print(f"study folder: {folder} | {time.perf_counter() - started:.0f} s | "
-          + ", ".join(f"{n} {s}" for s, n in statuses.items()))
+    grid = ", ".join(f"{n} {s}" for s, n in statuses.items())
+    if args.search:  # the search's own trials are in search.json and the table's search row
+        grid = f"search: {'interrupted' if interrupted else 'done'}; the study's grid of variants and seeds: {grid}"
+    print(f"study folder: {folder} | {time.perf_counter() - started:.0f} s | {grid}")
     print(f"tables: {folder / 'results.md'}, {folder / 'results.csv'}")
-    if interrupted or statuses.get("interrupted") or statuses.get("not started"):
+    if interrupted or (not args.search and (statuses.get("interrupted") or statuses.get("not started"))):
         print("not every trial has finished: run the same command again to continue", flush=True)
+    elif args.search and statuses.get("finished", 0) < sum(statuses.values()):
+        print("the grid's trials run with the same command without --search", flush=True)
     return 130 if interrupted else 0
 
 
