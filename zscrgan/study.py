@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import fcntl
 import json
+import logging
 import os
 import re
 import shutil
@@ -285,6 +286,11 @@ def _start_ray(args) -> bool:
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # never contact the internet
+    # Tune's own closing lines (where it saved its state; after Ctrl-C, how to resume through its
+    # Python API, and that trials never started have no results) would contradict ours: a study
+    # resumes by running the same command again, and our table says which trials did not finish.
+    for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
+        logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's console tables off (verbose=0); our lines instead
     if ray.is_initialized():
         return False
