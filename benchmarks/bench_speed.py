@@ -13,7 +13,9 @@ taken under the same conditions even on a shared machine, it measures:
     iteration's critic steps, a generator step, a CSEM step), each beside its own roofline;
   * each variant in `variants()`: the other settings of `jit_compile` and `precision`, and
     TensorFlow's own RMSProp kernel with the critic's clipping after it (what the fused update replaced);
-  * a stand-in for the released program's structure (`benchmarks/released_standin.py`).
+  * a stand-in for the released program's structure (`benchmarks/released_standin.py`);
+  * the E-step without the RMSProp updates (gradients still computed) and without the noise draws,
+    which measures what those two take of a round.
 Reported as JSON: seconds per round (released schedule: 100 x (5 + 1) E-step steps + 100 M-step
 steps), achieved / roofline per phase, and each variant's and the stand-in's time over ours.
 """
@@ -140,6 +142,29 @@ def variants(cfg, image_dim: int, text_dim: int, gpu: bool) -> dict:
     return out
 
 
+class GradientsOnly(RMSPropTF1):
+    """A diagnostic stand-in for an RMSProp optimiser: it takes the gradients (so they are still
+    computed) but moves nothing in memory besides one number per variable."""
+
+    def __init__(self, opt: RMSPropTF1):
+        super().__init__(opt._targets, opt.learning_rate, opt.rho, opt.epsilon, clip=opt.clip)
+        self.sink = tf.Variable(0.0, trainable=False)
+
+    def apply(self, grads):
+        self.sink.assign_add(tf.add_n([tf.reshape(g, [-1])[0] for g in grads]))
+
+
+def diagnostics(cfg, image_dim: int, text_dim: int) -> dict:
+    """Trainers that leave out one cost of the E-step, to measure what it takes in the phase:
+    the RMSProp updates (gradients still computed), and the noise draws (zeros instead)."""
+    no_updates = Trainer(cfg, image_dim, text_dim)
+    no_updates.opt_critic, no_updates.opt_generator = (GradientsOnly(no_updates.opt_critic),
+                                                       GradientsOnly(no_updates.opt_generator))
+    no_noise = Trainer(cfg, image_dim, text_dim)
+    no_noise._noise = lambda n: (tf.zeros([n, cfg.embed_dim]), tf.zeros([n, cfg.z_dim]))
+    return {"without_rmsprop_updates": no_updates, "without_noise_draws": no_noise}
+
+
 def label(mm: MatMul) -> str:
     """E.g. "4096x2048x64 tB bmm": m x k x n, transpose flags, and the batched kernel where used."""
     flags = (" tA" if mm.transpose_a else "") + (" tB" if mm.transpose_b else "")
@@ -232,6 +257,9 @@ def main(argv=None) -> int:
     for name, trainer in others.items():
         timers[f"{name}_e"] = lambda t=trainer: t.e_step(*feats, *e_batch).numpy()
         timers[f"{name}_m"] = lambda t=trainer: t.m_step(*feats, *m_batch).numpy()
+    probes = diagnostics(cfg, cfg.demo.image_dim, cfg.demo.text_dim)
+    for name, trainer in probes.items():
+        timers[f"{name}_e"] = lambda t=trainer: t.e_step(*feats, *e_batch).numpy()
     host_images, host_texts = packed.images.numpy(), packed.texts.numpy()
     standin = ReleasedStandIn(cfg, host_images, host_texts)
     timers["standin_e"] = lambda: standin.e_step(*e_np)
@@ -263,6 +291,14 @@ def main(argv=None) -> int:
         "unit_ms": {name: {"ours": round(t[f"unit_{name}"] / it * 1e3, 2), "roofline": round(roof[name] * 1e3, 2)}
                     for name in units},
         "standin_over_ours": round(standin_round / ours_round, 2),
+        # Seconds per round the E-step spends on a cost, measured by leaving it out, beside its share
+        # of the roofline (the RMSProp updates' bytes at the measured bandwidth; the noise: none).
+        "e_step_cost_seconds_per_round": {
+            "rmsprop_updates": {"measured": round((t["ours_e"] - t["without_rmsprop_updates_e"]) * e_scale, 2),
+                                "roofline": round(cfg.e_step_iters * (nbytes["critic_steps"] + nbytes["generator"])
+                                                  / bandwidth, 2)},
+            "noise_draws": {"measured": round((t["ours_e"] - t["without_noise_draws_e"]) * e_scale, 2),
+                            "roofline": 0.0}},
         "variant_over_ours": {name: {"e_step": round(t[f"{name}_e"] / t["ours_e"], 3),
                                      "m_step": round(t[f"{name}_m"] / t["ours_m"], 3)} for name in others},
     }
