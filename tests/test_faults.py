@@ -72,6 +72,18 @@ class WritePoints:
         monkeypatch.setattr(zscrgan.run, "append_line", append)
 
 
+def _train_killed(run, monkeypatch, **kill):
+    """Train `run`, killed at the write point `kill` names (none: not killed); returns (write points
+    reached, whether it was killed)."""
+    with monkeypatch.context() as m:
+        points = WritePoints(m, **kill)
+        try:
+            run.train()
+        except Killed:
+            return points.count, True
+    return points.count, False
+
+
 @pytest.fixture(scope="module")
 def reference(tmp_path_factory):
     """The uninterrupted run's records, and the round (after the first) that is a new best."""
@@ -104,13 +116,7 @@ def test_a_kill_at_any_write_point_of_a_round_resumes_to_the_same_metrics(refere
         shutil.copytree(snapshot, out)
         assert run.resume()
         run.cfg.rounds = kill_round
-        with monkeypatch.context() as m:
-            points = WritePoints(m, **kill)
-            try:
-                run.train()
-            except Killed:
-                return points.count, True
-        return points.count, False
+        return _train_killed(run, monkeypatch, **kill)
 
     with pytest.MonkeyPatch.context() as mp:
         n_points, killed = round_from_snapshot(mp)
@@ -146,13 +152,7 @@ def test_a_run_killed_in_its_first_round_resumes_to_the_same_metrics(reference, 
         run = _run(tmp_path, "run")
         run.cfg.rounds = 1
         run.start()
-        with monkeypatch.context() as m:
-            points = WritePoints(m, **kill)
-            try:
-                run.train()
-            except Killed:
-                return points.count, True
-        return points.count, False
+        return _train_killed(run, monkeypatch, **kill)
 
     with pytest.MonkeyPatch.context() as mp:
         n_points, killed = first_round(mp)
