@@ -166,12 +166,27 @@ def test_an_unreachable_cluster_is_one_line_and_exit_2(tmp_path, monkeypatch, ca
         raise failure
     monkeypatch.setattr(ray, "init", init)
     monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(study_module, "_check_answers", lambda address: None)  # something answers there
     monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
     write_study(tmp_path)
     assert main(study_args(tmp_path, "out", "--address", "10.0.0.9:6379")) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: --address 10.0.0.9:6379: cannot connect to a Ray cluster"), err
     assert type(failure).__name__ in err[0] and ("RAY_AUTH_MODE=token" in err[0]) == hint, err
+
+
+def test_an_address_where_nothing_answers_is_one_line_at_once(tmp_path, capsys):
+    import socket
+
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    write_study(tmp_path)
+    started = time.perf_counter()
+    assert main(study_args(tmp_path, "out", "--address", f"127.0.0.1:{port}")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"error: --address 127.0.0.1:{port}: nothing answers"), err
+    assert time.perf_counter() - started < 60  # Ray alone would retry for minutes
 
 
 def test_every_shipped_study_file_is_valid(tmp_path):

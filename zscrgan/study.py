@@ -23,6 +23,7 @@ import logging
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 import time
@@ -281,6 +282,20 @@ def _clear_unstarted(run_dir: Path) -> None:
 
 
 # --- running on Ray ----------------------------------------------------------------------------------
+def _check_answers(address: str, timeout: float = 10.0) -> None:
+    """A UserError unless something accepts a connection at `address` (HOST:PORT or ray://HOST:PORT;
+    "auto" is left to Ray). Ray itself keeps retrying an address where nothing answers for minutes."""
+    host_port = address[len("ray://"):] if address.startswith("ray://") else address
+    host, _, port = host_port.rpartition(":")
+    if not host or not port.isdigit():
+        return
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout).close()
+    except OSError as e:
+        raise UserError(f"--address {address}: nothing answers at {host}:{port} ({e.strerror or brief(e)}); "
+                        f"start the cluster there first (ray start --head) or correct the address") from None
+
+
 def _start_ray(args) -> bool:
     """Connect to --address, or start a local Ray; returns whether this process started it."""
     import ray
@@ -295,6 +310,7 @@ def _start_ray(args) -> bool:
     if ray.is_initialized():
         return False
     if args.address:
+        _check_answers(args.address)
         try:
             ray.init(address=args.address, log_to_driver=False)
         except Exception as e:  # unreachable, refused, or an authentication token missing or wrong
