@@ -4,7 +4,7 @@
     python benchmarks/bench_chunks.py --iters 20 --json chunks.json
 
 Times, in one run and alternating the two so that both see the same machine load, a whole E-step and
-M-step as one compiled call each and as the chunks a run uses (`zscrgan.run.CHUNK_STEPS` steps per
+M-step as one compiled call each and as the chunks a run uses (`zscrgan.methods.base.CHUNK_STEPS` steps per
 call), and reports the ratio chunked / one call (best of --repeats each).
 """
 
@@ -25,7 +25,7 @@ import tensorflow as tf  # noqa: E402
 
 from zscrgan.config import load_config  # noqa: E402
 from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows  # noqa: E402
-from zscrgan.run import CHUNK_STEPS  # noqa: E402
+from zscrgan.methods.base import CHUNK_STEPS  # noqa: E402
 from zscrgan.train import PackedFeatures, Trainer  # noqa: E402
 
 

@@ -229,7 +229,7 @@ def test_ctrl_c_mid_e_step_drops_the_round_and_resume_repeats_it_exactly(referen
     ref_records, ref_files, ref_tmp = reference
     shutil.copytree(ref_tmp / "datasets", tmp_path / "datasets")
     # One E-step iteration per compiled call (the reference ran each phase as one call: same numbers).
-    monkeypatch.setattr(zscrgan.run, "CHUNK_STEPS", 1)
+    monkeypatch.setattr(zscrgan.methods.zscrgan, "CHUNK_STEPS", 1)
     run = _run(tmp_path, "run")
     real = zscrgan.run.StopFlag.between_chunks
 

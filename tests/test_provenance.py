@@ -121,3 +121,6 @@ def test_architecture_change_names_the_first_differing_key():
     assert architecture_change(saved, {**saved, "rounds": 9}) is None
     assert architecture_change(saved, {**saved, "demo": {"seed": 1}}) == "demo"
     assert architecture_change(saved, {**saved, "gf_dim": 16}) == "gf_dim"
+    assert architecture_change(saved, {**saved, "method": "ridge"}) == "method"
+    assert architecture_change({**saved, "method": "gazsl", "gazsl": {"hidden": 8}},
+                               {**saved, "method": "gazsl", "gazsl": {"hidden": 9}}, ("gazsl.hidden",)) == "gazsl.hidden"

@@ -193,7 +193,7 @@ def test_validated_protocol_never_trains_on_validation_classes(tmp_path):
     assert len(val_classes) == round(0.2 * 30)
     assert not val_classes & set(data.train_classes)
     assert not val_classes & set(data.test.query_labels.tolist())
-    assert len(data.packed.images_per_class) == len(data.train_classes) == 30 - len(val_classes)
+    assert len(data.training.classes) == len(data.train_classes) == 30 - len(val_classes)
     assert set(data.val.gallery_labels.tolist()) == val_classes
 
 
@@ -291,8 +291,8 @@ def test_a_rounds_batches_are_critic_batches_then_the_generator_batch_then_the_m
     cfg = load_config("DEMO", overrides=dict(e_step_iters=3, critic_steps=2, m_step_iters=4, batch_size=b,
                                              training=training))
     run = Run(cfg, tmp_path / "run", data_root=tmp_path / "datasets", results_root=None)
-    e_rows, m_rows = run._schedule()
-    packed = run.data.packed
+    e_rows, m_rows = run.method._schedule()
+    packed = run.method.packed
     cls, img = ClassBatchSampler(packed.images_per_class.tolist(), b, cfg.seed).schedule(3 * 3 + 4)
     assert np.any(cls < 0)
     images = to_rows(cls, img, packed.class_offsets, packed.image_pad_row)

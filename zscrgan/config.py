@@ -30,10 +30,23 @@ def _config_dir() -> Path:
 
 CONFIG_DIR = _config_dir()
 DEFAULT_FILE = CONFIG_DIR / "default.yaml"
+METHOD_DIR = CONFIG_DIR / "methods"  # <method>.yaml: a method's own keys (a section named after it) and defaults
+
+
+def method_file(method: str) -> Path:
+    return METHOD_DIR / f"{method}.yaml"
+
+
+def method_names() -> tuple[str, ...]:
+    """The methods a run can train: one config file each under configs/methods/ (zscrgan first)."""
+    names = sorted(p.stem for p in METHOD_DIR.glob("*.yaml"))
+    return tuple(sorted(names, key=lambda n: n != "zscrgan"))
 
 # Keys whose value must be one of a fixed set (the first entry is the released behaviour).
 CHOICES = {
+    "method": method_names(),
     "protocol": ("released", "validated"),
+    "query_protocol": ("per_text", "per_class"),
     "input_scaling": ("none", "l2_sqrt_dim", "seen_rms"),
     "divergence": ("released", "kl"),
     "triplet": ("batch_mean", "per_sample"),
@@ -42,6 +55,22 @@ CHOICES = {
     "precision": ("float32", "mixed_bfloat16", "mixed_float16"),
     "device": ("auto", "cpu", "gpu"),
 }
+
+
+def _method_choices() -> dict:
+    """Each method file's `choices:` mapping, as CHOICES entries for its own dotted keys."""
+    out = {}
+    for method in CHOICES["method"]:
+        try:
+            given = yaml.safe_load(method_file(method).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # reading the file for a run reports it
+        for key, options in (given.get("choices") or {}).items():
+            out[f"{method}.{key}"] = tuple(options)
+    return out
+
+
+CHOICES.update(_method_choices())
 # Keys that must be strictly positive; the rest of the numeric keys must be non-negative.
 POSITIVE = {"batch_size", "gf_dim", "df_dim", "embed_dim", "z_dim", "top_k", "eval_draws",
             "e_step_iters", "m_step_iters", "critic_steps", "kmeans_clusters"}
@@ -204,35 +233,89 @@ def unflatten(flat: Mapping[str, Any]) -> dict:
     return out
 
 
+
+def with_method(base: dict, method: str) -> dict:
+    """`base` with the method's file layered over it: its own section (named after the method) joins
+    the schema with its defaults, and its other keys override the shared defaults."""
+    if method not in CHOICES["method"]:
+        raise UserError(f"config: key 'method' must be one of {', '.join(CHOICES['method'])}, got {brief(method)}")
+    path = method_file(method)
+    layer = read_yaml(path)
+    layer.pop("choices", None)  # read once, into CHOICES
+    own = layer.pop(method, None)
+    if own is not None and not isinstance(own, dict):
+        raise UserError(f"{path}: '{method}' must be a mapping of the method's own keys")
+    out = merge(base, layer, str(path))
+    if own:
+        out[method] = dict(own)
+    out["method"] = method
+    return out
+
+
+def schema() -> dict:
+    """Every key a config can set: the defaults, and each method's own section (for flags and help)."""
+    out = read_yaml(DEFAULT_FILE)
+    for method in CHOICES["method"]:
+        own = read_yaml(method_file(method)).get(method)
+        if isinstance(own, dict):
+            out[method] = own
+    return out
+
+
+def _chosen_method(layers: list[Mapping]) -> str:
+    """The method of the last layer that names one (the default's otherwise)."""
+    method = "zscrgan"
+    for layer in layers:
+        if isinstance(layer, Mapping) and "method" in layer:
+            method = layer["method"]
+    return method
+
+
 def load_config(dataset: str, config_file: str | Path | None = None,
                 overrides: Mapping[str, Any] | None = None, saved: str | Path | None = None,
                 recommended: Mapping[str, Any] | None = None, recommended_source: str = "dataset") -> EasyDict:
     """Resolve the configuration for `dataset`; `overrides` are command-line values (already parsed).
 
-    `saved` is a run's resolved config (when resuming): it replaces the dataset and user files.
-    `recommended` holds what the dataset folder itself recommends (from `recommended_source`): it
-    applies over the defaults, under every file and flag.
+    Layers, each over the one before: configs/default.yaml, configs/methods/<method>.yaml (the method
+    any layer chooses), what the dataset folder recommends (`recommended`, from `recommended_source`),
+    configs/<dataset>.yaml, `config_file`, `overrides`. `saved` is a run's resolved config (when
+    resuming): it replaces the dataset and user files.
     """
-    cfg = read_yaml(DEFAULT_FILE)
-    if recommended and saved is None:
-        cfg = merge(cfg, recommended, recommended_source)
     if saved is not None:
         resolved = read_yaml(Path(saved))
         resolved.pop("dataset", None)
-        cfg = merge(cfg, resolved, str(saved))
+        files = [(resolved, str(saved))]
     else:
+        files = []
         dataset_file = CONFIG_DIR / f"{dataset}.yaml"
         if dataset_file.exists():
-            cfg = merge(cfg, read_yaml(dataset_file), str(dataset_file))
+            files.append((read_yaml(dataset_file), str(dataset_file)))
         if config_file is not None:
-            cfg = merge(cfg, read_yaml(Path(config_file)), str(config_file))
+            files.append((read_yaml(Path(config_file)), str(config_file)))
+    layers = [layer for layer, _ in files] + [overrides or {}]
+    method = _chosen_method(layers)
+    if not isinstance(method, str):
+        raise UserError(f"config: key 'method' must be one of {', '.join(CHOICES['method'])}, got {brief(method)}")
+    cfg = with_method(read_yaml(DEFAULT_FILE), method)
+    if recommended and saved is None:
+        cfg = merge(cfg, recommended, recommended_source)
+    for layer, source in files:
+        cfg = merge(cfg, _other_methods_refused(layer, method, source), source)
     if overrides:
-        cfg = merge(cfg, overrides, "command line")
+        cfg = merge(cfg, _other_methods_refused(overrides, method, "command line"), "command line")
     if not 0.0 < cfg["val_fraction"] < 1.0:
         raise UserError(f"config: key 'val_fraction' must be between 0 and 1, got {cfg['val_fraction']!r}")
     _check_limits(cfg)
     cfg["dataset"] = dataset
     return EasyDict(cfg)
+
+
+def _other_methods_refused(layer: Mapping, method: str, source: str) -> Mapping:
+    """`layer`, unless it sets another method's own keys (they would do nothing)."""
+    for other in CHOICES["method"]:
+        if other != method and other in layer:
+            raise UserError(f"{source}: the '{other}.*' keys apply to method {other}; this config's method is {method}")
+    return layer
 
 
 def _check_limits(cfg: Mapping) -> None:
