@@ -257,6 +257,8 @@ COMMANDS = {
     "study": ("zscrgan.study", "main", (), False, "many runs over datasets, variants and seeds"),
     "retrieve": ("zscrgan.retrieve", "main", (), True,
                  "rank a gallery of image features for text queries with a trained run"),
+    "diagnose": ("zscrgan.diagnose", "main", (), True,
+                 "score a trained run in every space it offers, with upper bounds and the ridge reference"),
 }
 
 

@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from zscrgan.atomic import write_text_atomic
-from zscrgan.config import CHOICES, DEFAULT_FILE, load_config, merge, read_yaml
+from zscrgan.config import CHOICES, load_config, merge, read_yaml, schema
 from zscrgan.errors import UserError, brief
 from zscrgan.provenance import holds_run
 
@@ -47,7 +47,10 @@ STUDY_KEYS = {
     "rounds": "rounds per trial (default: the config's rounds)",
     "time_budget": "minutes per trial (a trial stops before a round would end past it)",
     "protocol": f"{' | '.join(CHOICES['protocol'])}: how each trial selects its round",
-    "paper": "the published numbers, {variant: {dataset: {prec|map|top1: percent}}}, shown beside ours",
+    "query_protocol": f"{' | '.join(CHOICES['query_protocol'])}: every text a query, or one query per class "
+                      "(its texts averaged); --query_protocol overrides it",
+    "paper": "the published numbers, {variant: {dataset: {prec|map|top1: percent, queries: how the paper queried}}}, "
+             "shown beside ours",
     "search": "search space for --search: {config key: [uniform|loguniform|int, low, high] or [choice, a, b, ...]}",
 }
 TRIAL_KEYS_FROM_STUDY = ("seed", "demo")  # set by the study itself, never by a variant
@@ -86,10 +89,12 @@ class Study:
     protocol: str
     paper: dict
     search: dict
+    query_protocol: str = "per_text"
 
     def overrides(self, variant: str, seed: int) -> dict:
-        """The config overrides of one trial: study config, variant, protocol, rounds, seed."""
-        out = {**self.config, **self.variants[variant], "protocol": self.protocol, "seed": seed}
+        """The config overrides of one trial: study config, variant, protocols, rounds, seed."""
+        out = {**self.config, **self.variants[variant], "protocol": self.protocol,
+               "query_protocol": self.query_protocol, "seed": seed}
         if self.rounds is not None:
             out["rounds"] = self.rounds
         elif self.time_budget is not None:
@@ -112,11 +117,12 @@ def _names(value, where: str, what: str) -> list:
     return value
 
 
-def load_study(path: Path, data_root: Path, only: list[str] | None = None) -> Study:
+def load_study(path: Path, data_root: Path, only: list[str] | None = None, query_protocol: str | None = None) -> Study:
     """Read and validate a study file; every problem is a UserError naming the file and the key.
 
     Validates every variant's overrides against the config schema for every dataset, and that every
     dataset folder exists (DEMO is made on first use), so nothing starts on a study that would fail.
+    `query_protocol` (the command line's) replaces the file's.
     """
     path = Path(path)
     where = str(path)
@@ -138,12 +144,15 @@ def load_study(path: Path, data_root: Path, only: list[str] | None = None) -> St
           where, f"'time_budget' must be a positive number of minutes, got {budget!r}")
     protocol = raw.get("protocol", "released")
     _need(protocol in CHOICES["protocol"], where, f"'protocol' must be one of {', '.join(CHOICES['protocol'])}, got {protocol!r}")
-    defaults = read_yaml(DEFAULT_FILE)
+    queries = query_protocol or raw.get("query_protocol", "per_text")
+    _need(queries in CHOICES["query_protocol"], where,
+          f"'query_protocol' must be one of {', '.join(CHOICES['query_protocol'])}, got {queries!r}")
+    defaults = schema()  # every method's own keys too; each trial's config is resolved below
     merge(defaults, config, f"{where}: config")
     for name, overrides in variants.items():
         source = f"{where}: variant '{name}'"
         _need(isinstance(overrides, dict), source, "must be a mapping of config overrides ({} for the released model)")
-        for key in TRIAL_KEYS_FROM_STUDY:
+        for key in TRIAL_KEYS_FROM_STUDY + ("protocol", "query_protocol"):
             _need(key not in overrides, source, f"'{key}' is set by the study for all variants, not by one")
         merge(defaults, overrides, source)
     paper = raw.get("paper") or {}
@@ -160,11 +169,11 @@ def load_study(path: Path, data_root: Path, only: list[str] | None = None) -> St
               f"unknown dataset '{ds}': no folder {Path(data_root) / ds} (see the README's 'Getting the data')")
         for name in variants:  # the dataset's own config file, then the variant, must resolve
             try:
-                load_config(ds, overrides={**config, **variants[name], "protocol": protocol})
+                load_config(ds, overrides={**config, **variants[name], "protocol": protocol, "query_protocol": queries})
             except UserError as e:
                 raise UserError(f"{where}: variant '{name}' on {ds}: {e}") from None
     return Study(path.stem, where, datasets, seeds, variants, config, rounds,
-                 None if budget is None else float(budget), protocol, paper, search)
+                 None if budget is None else float(budget), protocol, paper, search, queries)
 
 
 def _check_space(space: dict, defaults: dict, where: str) -> dict:
@@ -465,6 +474,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus_per_trial", type=float, default=1.0, help="CPUs each trial holds (default 1)")
     p.add_argument("--gpus_per_trial", type=float, default=0.0, help="GPUs each trial holds, fractions allowed (default 0)")
     p.add_argument("--max_concurrent", type=int, help="at most this many trials at once (default: as resources allow)")
+    p.add_argument("--query_protocol", choices=CHOICES["query_protocol"],
+                   help="every text a query (per_text, the released metric) or one query per class, its texts "
+                        "averaged (per_class) [default: the study file's, else per_text]; a per_class study's "
+                        "default folder ends in -per_class")
     p.add_argument("--search", choices=("optuna",), help="search the study's 'search' space (validated protocol only)")
     p.add_argument("--trials", type=int, default=8, help="trials of a search, per dataset (default 8)")
     p.add_argument("--report_only", action="store_true", help="write the tables and plots from the run folders; run nothing")
@@ -477,14 +490,15 @@ def main(argv=None) -> int:
     try:
         if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
             raise UserError("--cpus_per_trial must be > 0 and --gpus_per_trial >= 0")
-        study = load_study(args.study, Path(args.data_root), args.dataset)
+        study = load_study(args.study, Path(args.data_root), args.dataset, args.query_protocol)
         if args.search:
             if study.protocol != "validated" or not study.search:
                 raise UserError(f"{args.study}: --search needs 'protocol: validated' and a 'search' space in the "
                                 "study file (a search never selects on the unseen classes)")
             if args.trials < 1:
                 raise UserError("--trials must be at least 1")
-        folder = args.output_dir or Path("runs") / "studies" / study.name
+        suffix = "" if study.query_protocol == "per_text" else f"-{study.query_protocol}"
+        folder = args.output_dir or Path("runs") / "studies" / f"{study.name}{suffix}"
         folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(folder / "study.yaml", Path(args.study).read_text(encoding="utf-8"))
         if DEMO in study.datasets:  # made once here, not by concurrent trials
