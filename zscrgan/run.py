@@ -355,6 +355,8 @@ class Run:
                "best_test_prec_any_round": None if b.best_test_any_round == -math.inf else b.best_test_any_round,
                "chance_prec": chance_prec(self.data.test.gallery_labels, self.data.test.query_labels),
                "top_k": cfg.top_k, "run_dir": str(self.run_dir), **self.files}
+        if self.method.done():  # a closed-form method: its rounds are all done, whatever `rounds` asked
+            out["trained"] = True
         if cfg.protocol == "validated":
             out["val_at_selected_round"] = b.val
         return out
@@ -454,7 +456,7 @@ class Run:
                 if self.round >= cfg.rounds:
                     break
                 if self.round and self.method.done():
-                    stop_reason = f"{cfg.method} is trained after round {self.round} (more rounds would change nothing)"
+                    stop_reason = f"completed: {cfg.method} is trained after round {self.round} (more rounds would change nothing)"
                     break
                 if time_budget_min is not None and round_times:
                     elapsed = time.perf_counter() - started
