@@ -172,10 +172,12 @@ def test_pip_install_gives_a_zscrgan_command_that_works_from_any_folder(tmp_path
             pytest.skip(f"{needed} is not installed: it is needed to build and install the package offline")
     # A copy of the project, so building leaves nothing in the checkout.
     src = tmp_path / "src"
-    for folder in ("zscrgan", "configs"):
+    for folder in ("zscrgan", "configs", "studies"):
         shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for file in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / file, src / file)
+    (src / "configs" / "profiles").mkdir(exist_ok=True)  # configs in a subfolder are shipped too
+    (src / "configs" / "profiles" / "tiny_test.yaml").write_text("gf_dim: 16\n")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = _venv_python(venv)
@@ -204,6 +206,24 @@ def test_pip_install_gives_a_zscrgan_command_that_works_from_any_folder(tmp_path
                            capture_output=True, text=True, cwd=elsewhere, env=env, check=True).stdout
     assert Path(where.strip()).is_relative_to(venv)
     assert sorted(os.listdir(elsewhere)) == []  # help and --print_config write nothing
+
+    # Shipped configs and study files by name, from a folder that has none.
+    for name, gf_dim in (("demo_cub_sizes", 2048), ("profiles/tiny_test", 16)):
+        p = run("train", "--print_config", "--dataset", "CUB", "--config", name)
+        assert p.returncode == 0 and yaml.safe_load(p.stdout)["gf_dim"] == gf_dim, p.stderr
+    p = run("train", "--help", "--config", "demo_cub_sizes")
+    assert p.returncode == 0 and "from configs/demo_cub_sizes.yaml" in p.stdout, p.stderr
+    p = run("study", "demo", "--report_only", "--output_dir", "study", "--data_root", "data")
+    assert p.returncode == 0 and (elsewhere / "study" / "results.md").is_file(), p.stderr
+    assert read_yaml(elsewhere / "study" / "study.yaml") == read_yaml(ROOT / "studies" / "demo.yaml")
+    # Without Ray (the `study` extra not installed): one line saying what to install, exit 2, nothing written.
+    hidden = "import sys; sys.modules['ray'] = sys.modules['optuna'] = None; from zscrgan.cli import main; "
+    for argv in (["study", "demo", "--output_dir", "s2"], ["study", "demo", "--search", "optuna"]):
+        p = subprocess.run([str(python), "-c", f"{hidden}sys.exit(main({argv!r}))"], capture_output=True, text=True,
+                           cwd=elsewhere, env=env, timeout=120)
+        assert p.returncode == 2 and p.stdout == "", p.stderr
+        assert len(p.stderr.splitlines()) == 1 and "pip install 'zscrgan[study]'" in p.stderr, p.stderr
+    assert sorted(os.listdir(elsewhere)) == ["data", "study"]
 
 
 def test_data_root_comes_from_the_environment_unless_a_flag_gives_it(tmp_path, monkeypatch, capsys):
