@@ -160,7 +160,7 @@ def test_cli_errors_are_one_line_and_non_zero(tmp_path):
     rc, err = cli("--dataset", "CUB", "--mm_reg_coeff", "abc")
     assert rc == 2 and err == ["error: command line: key 'mm_reg_coeff' must be float (like its default 2.0), got 'abc'"]
     rc, err = cli("--config", str(tmp_path / "nope.yaml"))
-    assert rc == 2 and re.fullmatch(r"error: .*nope\.yaml: config file not found", err[-1])
+    assert rc == 2 and re.fullmatch(r"error: --config .*nope\.yaml: no such file, nor one of the names .*", err[-1])
     rc, err = cli("--dataset", "CUB")
     assert rc == 2 and err[-1].startswith("error: ") and "CUB" in err[-1]
     assert "convert" in err[-1]  # says how to get the data
