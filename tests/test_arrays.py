@@ -81,6 +81,7 @@ def test_an_npz_and_a_split_drawn_by_seed(tmp_path, capsys):
     assert len(load_dataset(tmp_path / "D").unseen) == round(0.25 * 6)
 
 
+@pytest.mark.slow
 def test_a_converted_folder_trains(tmp_path):
     out = tmp_path / "data" / "MINE"
     assert main(["convert", "arrays", *_save(tmp_path / "arrays", _arrays()), "--unseen", "5,10",
