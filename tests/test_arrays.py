@@ -145,6 +145,7 @@ def test_bad_npz_is_refused_in_one_line(tmp_path, capsys, extra, words):
     (["--unseen", "3,5,7,8,10,12"], "--unseen must name at least one of the 6 classes and leave one seen"),
     (["--unseen", "5", "--split_seed", "1"], "give either --unseen or --split_seed/--unseen_fraction"),
     (["--unseen_fraction", "1.5"], "--unseen_fraction 1.5: must be between 0 and 1"),
+    (["--split_seed", "-1"], "--split_seed -1: must be an integer >= 0"),
     (["--class_names", "absent.txt"], "absent.txt: no such file"),
 ])
 def test_bad_split_or_names_flags(tmp_path, capsys, flags, words):

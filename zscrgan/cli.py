@@ -309,7 +309,7 @@ COMMANDS = {
     "train": ("zscrgan.cli", "train_main", (), False, "train a model (the default flags run the demo)"),
     "report": ("zscrgan.report", "main", (), False, "mean +- std and Prec@K curves of finished runs"),
     "convert": ("zscrgan.data.__main__", "main", ("convert",), False,
-                "convert a public feature release into a dataset folder"),
+                "convert a public feature release, or your own arrays, into a dataset folder"),
     "inspect": ("zscrgan.data.__main__", "main", ("inspect",), False, "validate a dataset folder and summarise it"),
     "baseline": ("zscrgan.baseline", "main", (), False, "the ridge-regression reference on a dataset folder"),
     "study": ("zscrgan.study", "main", (), False, "many runs over datasets, variants and seeds"),

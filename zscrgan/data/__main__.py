@@ -1,4 +1,4 @@
-"""Dataset command line: convert a public feature release, or inspect a dataset folder.
+"""Dataset command line: convert a public feature release or your own arrays, or inspect a dataset folder.
 
     python -m zscrgan.data convert xlsa17 SRC_DIR --out datasets/AWA2
     python -m zscrgan.data convert gazsl SRC_DIR --split hard --out datasets/NAB_SCE

@@ -105,6 +105,8 @@ def _unseen(classes: list[int], unseen, split_seed, fraction) -> list[int]:
         if not 0 < len(listed) < len(classes):
             raise UserError(f"--unseen must name at least one of the {len(classes)} classes and leave one seen")
         return listed
+    if split_seed is not None and split_seed < 0:
+        raise UserError(f"--split_seed {split_seed}: must be an integer >= 0")
     fraction = DEFAULT_UNSEEN_FRACTION if fraction is None else fraction
     if not 0 < fraction < 1:
         raise UserError(f"--unseen_fraction {fraction}: must be between 0 and 1 (the share of classes left unseen)")
