@@ -30,7 +30,7 @@ from zscrgan.train import PackedFeatures, Trainer  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image_dim", type=int, default=2048)
     p.add_argument("--text_dim", type=int, default=1024)
     p.add_argument("--classes", type=int, default=150)

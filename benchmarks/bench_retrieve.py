@@ -113,7 +113,7 @@ def matmul_rate(chunk: int, image_dim: int, embed_dim: int, queries: int, repeat
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=1_000_000, help="gallery rows")
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--image_dim", type=int, default=2048)

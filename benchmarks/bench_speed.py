@@ -197,7 +197,7 @@ def interleaved_medians(fns: dict, repeats: int) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=CONFIG_DIR / "demo_cub_sizes.yaml",
                    help="network and data sizes (default: the CUB-sized demo)")
     p.add_argument("--iters", type=int, default=10, help="E-step iterations and M-step steps per timed phase")

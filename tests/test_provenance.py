@@ -56,6 +56,7 @@ def twin_runs(tmp_path_factory):
     return codes, tmp
 
 
+@pytest.mark.slow
 def test_same_moment_same_seed_two_folders_and_two_sets_of_retrieval_files(twin_runs, capsys):
     codes, tmp = twin_runs
     assert codes == [0, 0]

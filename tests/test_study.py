@@ -62,6 +62,7 @@ def recomputed(run_dir: Path) -> dict:
     return {"released": first_max("test"), "selected": first_max("val"), "last": recs[-1]["test"]}
 
 
+@pytest.mark.slow
 def test_every_table_cell_is_recomputed_from_the_trials_metrics(finished_study):
     folder = finished_study / "a"
     rows = {r["variant"]: r for r in csv_rows(folder)}
@@ -84,6 +85,7 @@ def test_every_table_cell_is_recomputed_from_the_trials_metrics(finished_study):
     assert (folder / "DEMO.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+@pytest.mark.slow
 def test_ridge_row_is_the_baseline_on_the_same_split(finished_study):
     from zscrgan.baseline import ridge_baseline
     from zscrgan.data.release import load_dataset
@@ -108,6 +110,7 @@ def test_a_method_variant_is_a_peer_in_the_same_table(finished_study):
     assert abs(float(rows["ridge"]["last_prec_mean"]) - float(rows["ridge reference"]["last_prec_mean"])) < 0.1
 
 
+@pytest.mark.slow
 def test_trials_are_ordinary_run_folders_with_their_provenance(finished_study):
     run = finished_study / "a" / "DEMO" / "no_R" / "seed1"
     history = [json.loads(line) for line in (run / "provenance.jsonl").read_text().splitlines()]
@@ -118,6 +121,7 @@ def test_trials_are_ordinary_run_folders_with_their_provenance(finished_study):
     assert all((run / f).exists() for f in summary["retrieval_files"])
 
 
+@pytest.mark.slow
 def test_driver_killed_mid_way_resumes_without_rerunning_finished_trials(finished_study):
     """The study of `finished_study` again, with two of its trials still to run, one at a time: the driver
     is killed once the first of them has finished."""
@@ -143,6 +147,7 @@ def test_driver_killed_mid_way_resumes_without_rerunning_finished_trials(finishe
     assert csv_rows(out) == csv_rows(tmp / "a")
 
 
+@pytest.mark.slow
 def test_rerunning_a_finished_study_runs_nothing(finished_study, monkeypatch, capsys):
     monkeypatch.setattr(study_module, "run_trial", None)  # Ray would fail on it if any trial were started
     assert main(study_args(finished_study, "a")) == 0
@@ -226,6 +231,7 @@ def test_search_chooses_by_validation_prec_never_by_unseen(tmp_path):
     assert chosen["test_at_selected_round"] == {"prec": 0.10}
 
 
+@pytest.mark.slow
 def test_optuna_search_runs_through_ray_and_names_the_best_on_validation(tmp_path, capsys):
     write_study(tmp_path, search={"mm_reg_coeff": ["loguniform", 0.1, 10.0]})
     assert main(study_args(tmp_path, "out", "--search", "optuna", "--trials", "2")) == 0

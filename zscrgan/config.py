@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,14 +22,28 @@ from zscrgan.files import not_a_file
 
 
 
-def _config_dir() -> Path:
-    """configs/ shipped inside the installed package, else the checkout's top-level configs/."""
+def shipped_dir(name: str) -> Path:
+    """A folder of files shipped with zscrgan (configs/, studies/): inside the installed package, else at the
+    checkout's top level."""
     here = Path(__file__).resolve().parent
-    installed = here / "configs"
-    return installed if (installed / "default.yaml").is_file() else here.parent / "configs"
+    installed = here / name
+    return installed if installed.is_dir() else here.parent / name
 
 
-CONFIG_DIR = _config_dir()
+def find_shipped(name: str | Path, folder: Path, flag: str) -> Path:
+    """The YAML file `name`: a path when one exists there, else the file of that name (`.yaml` optional,
+    subfolders allowed) shipped in `folder`; a UserError naming `flag` and the shipped names otherwise."""
+    path = Path(name)
+    if os.path.lexists(path):
+        return path
+    shipped = folder / (path if path.suffix == ".yaml" else path.with_name(f"{path.name}.yaml"))
+    if not path.is_absolute() and shipped.resolve().is_relative_to(folder.resolve()) and shipped.is_file():
+        return shipped
+    names = sorted(str(f.relative_to(folder).with_suffix("")) for f in folder.rglob("*.yaml"))
+    raise UserError(f"{flag} {name}: no such file, nor one of the names shipped with zscrgan ({', '.join(names)})")
+
+
+CONFIG_DIR = shipped_dir("configs")
 DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 METHOD_DIR = CONFIG_DIR / "methods"  # <method>.yaml: a method's own keys (a section named after it) and defaults
 
@@ -102,6 +117,15 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_yaml_map)
+
+# Numbers as YAML 1.2 and Python write them: PyYAML follows YAML 1.1, whose floats need a dot and a signed
+# exponent, so it reads `1e-3`, `1E3`, `-2e5` and `-.5` as strings. This resolver, tried after YAML 1.1's
+# own int and float patterns, reads any decimal with a dot or an exponent (underscores between digits
+# allowed, as in `1_000.5`) as a float; integers such as `1_000` are YAML 1.1 ints already.
+_FLOAT = re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)
+                              |[0-9][0-9_]*\.[0-9_]*
+                              |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?)$""", re.X)
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 def read_yaml(path: Path) -> dict:
@@ -181,6 +205,14 @@ def parse_flag_value(text: str) -> Any:
 
 _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_]\w*):(?P<value>[^#]*)(#\s?(?P<comment>.*))?$")
 _CONTINUED = re.compile(r"^ +#\s?(?P<comment>.*)$")
+
+
+def all_key_meanings() -> dict[str, str]:
+    """`key_meanings` of configs/default.yaml and of every method's file (its own keys, dotted)."""
+    out = key_meanings()
+    for method in CHOICES["method"]:
+        out.update({k: v for k, v in key_meanings(method_file(method)).items() if k.startswith(f"{method}.")})
+    return out
 
 
 def key_meanings(path: Path = DEFAULT_FILE) -> dict[str, str]:

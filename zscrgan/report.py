@@ -24,6 +24,7 @@ from pathlib import Path
 from zscrgan.atomic import atomic_file, read_lines, write_text_atomic
 from zscrgan.config import config_hash
 from zscrgan.errors import UserError
+from zscrgan.flags import ArgumentParser
 
 METRICS = (("prec", "Prec"), ("map", "mAP"), ("top1", "Top-1"))
 STAGES = (("released", "best unseen round (released figure)"), ("selected", "selected round"),
@@ -322,7 +323,7 @@ def write_study_tables(study, folder: Path, data_root: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zscrgan.report", description=__doc__,
+    p = ArgumentParser(prog="python -m zscrgan.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="run folders, --seeds folders or study folders")
     p.add_argument("--plot", type=Path, help="also save each group's mean Prec per round to this image file")

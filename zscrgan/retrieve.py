@@ -42,6 +42,7 @@ tf = start_tensorflow()  # before the modules below import it: its start-up nois
 from zscrgan.atomic import atomic_file  # noqa: E402
 from zscrgan.cli import DATA_ROOT_ENV  # noqa: E402
 from zscrgan.config import load_config, read_yaml  # noqa: E402
+from zscrgan.flags import ArgumentParser  # noqa: E402
 from zscrgan.data.release import load_dataset  # noqa: E402
 from zscrgan.data.scaling import scale_rows, scaling_record  # noqa: E402
 from zscrgan.errors import UserError  # noqa: E402
@@ -171,7 +172,7 @@ def _check_dim(x: np.ndarray, path, want: int, what: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m zscrgan.retrieve", description=__doc__,
+    p = ArgumentParser(prog="python -m zscrgan.retrieve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by training")
     p.add_argument("--queries", required=True, metavar="FILE", help=".npy [Q, text_dim] float text vectors")

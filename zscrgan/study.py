@@ -29,11 +29,13 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 from zscrgan.atomic import write_text_atomic
-from zscrgan.config import CHOICES, load_config, merge, read_yaml, schema
+from zscrgan.config import CHOICES, find_shipped, load_config, merge, read_yaml, schema, shipped_dir
 from zscrgan.errors import UserError, brief
+from zscrgan.flags import ArgumentParser
 from zscrgan.provenance import holds_run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log (workers inherit it)
@@ -58,6 +60,7 @@ SPACE_KINDS = ("uniform", "loguniform", "int", "choice")
 ERROR_FILE = "error.txt"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEMO = "DEMO"
+STUDY_DIR = shipped_dir("studies")  # the study files shipped with zscrgan, found by name (`zscrgan study demo`)
 
 
 # --- the study file ----------------------------------------------------------------------------------
@@ -462,9 +465,10 @@ def best_searched(search_dir: Path) -> dict | None:
 
 # --- the command -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m zscrgan.study", description=__doc__,
+    p = ArgumentParser(prog="python -m zscrgan.study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study", type=Path, help="a study file (YAML), e.g. studies/demo.yaml")
+    p.add_argument("study", help="a study file (YAML), or the name of one shipped with zscrgan: "
+                                 + ", ".join(sorted(f.stem for f in STUDY_DIR.glob("*.yaml"))))
     p.add_argument("--dataset", nargs="+", metavar="NAME", help="run only these of the study's datasets")
     p.add_argument("--output_dir", type=Path, help="study folder (default: runs/studies/<study file name>)")
     p.add_argument("--data_root", default=os.environ.get("ZSCRGAN_DATA_ROOT") or "datasets",
@@ -484,13 +488,26 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _check_installed(search: str | None) -> None:
+    """Refuse, in one line saying what to install, a study whose trials need Ray Tune (and Optuna for
+    --search) where they are not installed; both come with the package's `study` extra."""
+    missing = [name for name, needed in (("ray", True), ("optuna", search)) if needed and not find_spec(name)]
+    if missing:
+        raise UserError(f"zscrgan study runs its trials with Ray Tune{' and Optuna' if search else ''}; "
+                        f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: pip install 'zscrgan[study]' "
+                        "(or, in a checkout, pip install -r requirements-study.txt)")
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.command = sys.argv if argv is None else ["zscrgan", "study", *argv]
     try:
         if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
             raise UserError("--cpus_per_trial must be > 0 and --gpus_per_trial >= 0")
+        args.study = find_shipped(args.study, STUDY_DIR, "study")
         study = load_study(args.study, Path(args.data_root), args.dataset, args.query_protocol)
+        if not args.report_only:
+            _check_installed(args.search)
         if args.search:
             if study.protocol != "validated" or not study.search:
                 raise UserError(f"{args.study}: --search needs 'protocol: validated' and a 'search' space in the "
