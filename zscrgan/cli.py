@@ -240,8 +240,8 @@ def train_main(argv=None, prog: str | None = None) -> int:
     """
     import yaml
 
-    from zscrgan.config import (CONFIG_DIR, all_key_meanings, find_shipped, flatten, load_config, parse_flag_value,
-                                read_yaml, schema, to_plain, unflatten)
+    from zscrgan.config import (CONFIG_DIR, all_key_meanings, find_shipped, flatten, load_config, load_run_config,
+                                parse_flag_value, schema, to_plain, unflatten)
     from zscrgan.errors import UserError, one_line
     from zscrgan.provenance import default_run_name, new_folder
 
@@ -269,10 +269,7 @@ def train_main(argv=None, prog: str | None = None) -> int:
             if args.seeds:
                 raise UserError("--resume and --evaluate take one run folder; --seeds starts new runs")
             run_dir = Path(args.resume or args.evaluate)
-            saved = run_dir / "config.yaml"
-            if not saved.exists():
-                raise UserError(f"{saved}: not found; --resume and --evaluate need the folder of a training run")
-            cfg = load_config(read_yaml(saved).get("dataset", args.dataset), overrides=overrides, saved=saved)
+            cfg = load_run_config(run_dir, overrides)
         else:
             recommendation = dataset_recommendation(args)
             cfg = load_config(args.dataset, args.config, overrides, **recommendation)

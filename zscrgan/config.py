@@ -350,6 +350,20 @@ def _other_methods_refused(layer: Mapping, method: str, source: str) -> Mapping:
     return layer
 
 
+def load_run_config(run_dir: str | Path, overrides: Mapping[str, Any] | None = None) -> EasyDict:
+    """The resolved config of a run folder (its config.yaml) with `overrides`; one clear error when the
+    file is missing, not a regular file, or not a run's config (it must name its dataset)."""
+    saved = Path(run_dir) / "config.yaml"
+    if not_a_file(saved) == "missing":
+        raise UserError(f"{saved}: not found; give the folder of a training run")
+    given = read_yaml(saved)
+    dataset = given.get("dataset")
+    if not isinstance(dataset, str) or not dataset:
+        raise UserError(f"{saved}: not a run's config ('dataset' is {brief(dataset)}, not a dataset name); "
+                        "the run folder is damaged")
+    return load_config(dataset, overrides=overrides, saved=saved)
+
+
 def _check_limits(cfg: Mapping) -> None:
     """Refuse sizes whose work or memory no run could afford (the limits above)."""
     e_rows = cfg["e_step_iters"] * (cfg["critic_steps"] + 1) * cfg["batch_size"]

@@ -7,9 +7,14 @@ each is said as what it is, before anything tries to read it.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import stat
 from pathlib import Path
+
+from zscrgan.errors import UserError, brief
+
+MAX_JSON_BYTES = 64 << 20  # a run folder's JSON files are a few kilobytes; a larger one is not ours
 
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
           (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
@@ -42,3 +47,19 @@ def not_a_folder(path) -> str | None:
             what = not_a_file(part) or "a file"
             return f"is {what}" if part == path else f"cannot be made: {part} is {what}"
     return None
+
+
+def read_json(path, what: str, advice: str = "") -> object:
+    """The JSON value in `path`, a regular file of at most MAX_JSON_BYTES; one clear UserError naming
+    the file otherwise (missing, a FIFO or device, too large, not UTF-8 JSON, nested too deeply)."""
+    tail = f"; {advice}" if advice else ""
+    problem = not_a_file(path)
+    if problem:
+        raise UserError(f"{path}: {problem} ({what}){tail}")
+    try:
+        if os.stat(path).st_size > MAX_JSON_BYTES:
+            raise UserError(f"{path}: larger than {MAX_JSON_BYTES >> 20} MB, not {what}{tail}")
+        with open(path, encoding="utf-8") as f:
+            return json.loads(f.read(MAX_JSON_BYTES + 1))
+    except (OSError, ValueError, RecursionError) as err:  # UnicodeDecodeError is a ValueError
+        raise UserError(f"{path}: unreadable as {what} ({brief(err)}){tail}") from None

@@ -27,7 +27,6 @@ From Python (the faiss shape: search returns scores and indices):
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from dataclasses import dataclass
@@ -41,15 +40,16 @@ tf = start_tensorflow()  # before the modules below import it: its start-up nois
 
 from zscrgan.atomic import atomic_file  # noqa: E402
 from zscrgan.cli import DATA_ROOT_ENV  # noqa: E402
-from zscrgan.config import load_config, read_yaml  # noqa: E402
+from zscrgan.config import MAX_INT, load_run_config  # noqa: E402
 from zscrgan.flags import ArgumentParser  # noqa: E402
 from zscrgan.data.release import load_dataset  # noqa: E402
-from zscrgan.data.scaling import scale_rows, scaling_record  # noqa: E402
-from zscrgan.errors import UserError  # noqa: E402
+from zscrgan.data.scaling import check_scaling_record, scale_rows, scaling_record  # noqa: E402
+from zscrgan.errors import UserError, brief  # noqa: E402
+from zscrgan.files import read_json  # noqa: E402
 from zscrgan.evaluate import in_chunks  # noqa: E402
 from zscrgan.methods import build_method  # noqa: E402
 from zscrgan.methods.base import Method  # noqa: E402
-from zscrgan.run import SCALING_FILE, find_checkpoint  # noqa: E402
+from zscrgan.run import CORRUPT, SCALING_FILE, find_checkpoint, read_checkpoint, read_state  # noqa: E402
 from zscrgan.search import GALLERY_CHUNK, search  # noqa: E402
 
 # Checkpoint entries whose shapes give the input dimensions of a ZSCRGAN run saved before the
@@ -113,34 +113,36 @@ def load_run(run_dir, data_root="datasets") -> Retriever:
     older versions): the factors are then recomputed from the run's dataset there.
     """
     run_dir = Path(run_dir)
-    saved = run_dir / "config.yaml"
-    if not saved.is_file():
-        raise UserError(f"{saved}: not found; RUN_DIR must be a run folder written by training")
-    cfg = load_config(read_yaml(saved).get("dataset", ""), saved=saved)
+    cfg = load_run_config(run_dir)
     folder = find_checkpoint(run_dir / "checkpoints" / "best")
     if folder is None:
         raise UserError(f"{run_dir / 'checkpoints' / 'best'}: no saved weights; the run has not finished a round")
-    prefix = str(folder / "ckpt")
-    image_dim, text_dim = _saved_dims(folder, prefix)
+    scaling = _run_scaling(run_dir, cfg, Path(data_root))
+    image_dim, text_dim = _saved_dims(folder)
     method = build_method(cfg, image_dim, text_dim)
-    tf.train.Checkpoint(**method.weight_objects()).read(prefix).assert_existing_objects_matched()
-    return Retriever(method, _run_scaling(run_dir, cfg, Path(data_root)), cfg.eval_draws, cfg.top_k)
+    read_checkpoint(tf.train.Checkpoint(**method.weight_objects()), folder)
+    return Retriever(method, scaling, cfg.eval_draws, cfg.top_k)
 
 
-def _saved_dims(folder: Path, prefix: str) -> tuple[int, int]:
-    """(image_dim, text_dim) of the data a saved checkpoint was trained on."""
-    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
-    if "image_dim" in state:
-        return int(state["image_dim"]), int(state["text_dim"])
-    shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-    return shapes[_CSEM_KERNEL][0], shapes[_ENCODER_KERNEL][0]
+def _saved_dims(folder: Path) -> tuple[int, int]:
+    """(image_dim, text_dim) of the data a saved checkpoint was trained on: from its state.json, or for
+    a ZSCRGAN checkpoint of an older version, from its weights' shapes."""
+    state = read_state(folder)
+    dims = (state.get("image_dim"), state.get("text_dim"))
+    if all(type(d) is int and 0 < d <= MAX_INT for d in dims):
+        return dims
+    try:
+        shapes = tf.train.load_checkpoint(str(folder / "ckpt")).get_variable_to_shape_map()
+        return int(shapes[_CSEM_KERNEL][0]), int(shapes[_ENCODER_KERNEL][0])
+    except Exception as err:  # a damaged or foreign checkpoint fails inside TensorFlow in many ways
+        raise UserError(f"{folder}: the input dimensions cannot be read ({brief(err)}); {CORRUPT}") from None
 
 
 def _run_scaling(run_dir: Path, cfg, data_root: Path) -> dict:
     """The run's scaling record: saved in the run folder, or for modes without factors, from the config."""
     path = run_dir / SCALING_FILE
-    if path.is_file():
-        return json.loads(path.read_text(encoding="utf-8"))
+    if os.path.lexists(path):
+        return check_scaling_record(read_json(path, "the run's input scaling"), path)
     if cfg.input_scaling != "seen_rms":
         return {"input_scaling": cfg.input_scaling, "image_factor": None, "text_factor": None}
     ds = load_dataset(data_root / cfg.dataset)

@@ -29,7 +29,7 @@ import yaml
 
 from zscrgan import __version__
 from zscrgan.atomic import append_line, publish_copy, read_lines, remove_debris, retired_name, staged_folder, write_text_atomic
-from zscrgan.config import to_plain
+from zscrgan.config import read_yaml, to_plain
 from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
 from zscrgan.data.safe_pickle import dump_pickle
@@ -37,11 +37,11 @@ from zscrgan.data.scaling import scale_modality, scaling_record, unscaled_warnin
 from zscrgan.device import describe_device, select_device, set_determinism
 from zscrgan.errors import UserError, brief
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
-from zscrgan.files import not_a_file
+from zscrgan.files import not_a_file, read_json
 from zscrgan.methods import build_method
 from zscrgan.methods.base import Phases, TrainingData
 from zscrgan.metrics import chance_prec
-from zscrgan.provenance import architecture_change, claim_run_dir, dotted_value, record_start
+from zscrgan.provenance import HISTORY, architecture_change, claim_run_dir, dotted_value, lock_run_dir, record_start
 from zscrgan.released import retrieval_file_name
 
 DEMO = "DEMO"
@@ -59,29 +59,32 @@ def save_checkpoint(checkpoint: tf.train.Checkpoint, folder: Path, extra: dict) 
         raise UserError(f"{folder}: cannot write the checkpoint: {brief(err.message)}") from None
 
 
+def read_state(folder: Path) -> dict:
+    """A checkpoint folder's state.json as a dict; one clear error if it is not a readable JSON object."""
+    state = read_json(folder / "state.json", "a checkpoint's state", CORRUPT)
+    if not isinstance(state, dict):
+        raise UserError(f"{folder / 'state.json'}: not a JSON object; {CORRUPT}")
+    return state
+
+
 def read_checkpoint(checkpoint: tf.train.Checkpoint, folder: Path) -> dict:
     """Restore `checkpoint` from `folder` and return its state.json; one clear error if either is
     unreadable, truncated or does not fit the model."""
-    state_file = folder / "state.json"
-    problem = not_a_file(state_file)
-    if problem:
-        raise UserError(f"{state_file}: {problem}; {_CORRUPT}")
-    try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"{state_file}: unreadable ({brief(err)}); {_CORRUPT}") from None
-    if not isinstance(state, dict):
-        raise UserError(f"{state_file}: not a JSON object; {_CORRUPT}")
+    state = read_state(folder)
+    for path in sorted(folder.iterdir()):  # TensorFlow's reader would block on a FIFO
+        problem = not_a_file(path)
+        if problem:
+            raise UserError(f"{path}: {problem}; {CORRUPT}")
     try:
         checkpoint.read(str(folder / "ckpt")).assert_existing_objects_matched()
     # A damaged checkpoint fails inside TensorFlow in many ways (DataLossError, IndexError on a short
     # read, ValueError or AssertionError on a mismatch); to the user they are all one problem.
     except Exception as err:
-        raise UserError(f"{folder}: the checkpoint cannot be restored ({brief(err)}); {_CORRUPT}") from None
+        raise UserError(f"{folder}: the checkpoint cannot be restored ({brief(err)}); {CORRUPT}") from None
     return state
 
 
-_CORRUPT = "the checkpoint is truncated or corrupt (or from another model): start a new run"
+CORRUPT = "the checkpoint is truncated or corrupt (or from another model): start a new run"
 
 
 def find_checkpoint(folder: Path) -> Path | None:
@@ -250,11 +253,12 @@ class Run:
         the run's, and a checkpoint that is corrupt or does not fit.
         """
         config = self.run_dir / "config.yaml"
-        if not config.is_file():
+        if not os.path.lexists(config):
             return False
-        for folder in (self.run_dir, self.run_dir / "checkpoints"):
-            remove_debris(folder)
-        saved = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        # Everything is checked before anything in the folder changes: a refused resume leaves it as it was.
+        self._check_folder_entries()
+        saved = read_yaml(config)
+        lock_run_dir(self.run_dir)
         changed = architecture_change(saved, self.cfg, self.method.architecture_keys)
         if changed:
             was = dotted_value({"method": "zscrgan", **saved}, changed)
@@ -262,8 +266,9 @@ class Run:
                             f"{brief(was)} in {config}, {brief(dotted_value(self.cfg, changed))} given)")
         folder = find_checkpoint(self.last_dir)
         if folder is None:
+            self._log_rounds()  # readable, or refused
             self.resumed = True
-            self._drop_rounds_after_checkpoint()
+            self._tidy_after_checkpoint()
             self.log(f"no checkpoint in {self.last_dir} yet (the run stopped during its first round): "
                      f"starting it again from round 1")
             return True
@@ -274,23 +279,55 @@ class Run:
                 self.method.load_host_state(state)
             except UserError as err:
                 raise UserError(f"{folder / 'state.json'}: {err}") from None
-            self.round = int(state["round"])
-            self.best = Best(**state["best"])
-            self.last_test = dict(state["last_test"])
-            self.files = state.get("files", self.files)
+            round_, best, last_test = state["round"], state["best"], state["last_test"]
+            files = state.get("files", self.files)
+            if not (type(round_) is int and round_ >= 0 and isinstance(best, dict)
+                    and isinstance(last_test, dict) and isinstance(files, dict)):
+                raise TypeError("round, best, last_test or files of the wrong type")
+            best = Best(**best)
+            if not (type(best.round) is int and all(type(v) in (int, float) for v in (best.score, best.best_test_any_round))
+                    and isinstance(best.test, dict) and isinstance(best.val, dict)):
+                raise TypeError("best of the wrong type")
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
-            raise UserError(f"{folder / 'state.json'}: missing or malformed entry ({brief(err)}); {_CORRUPT}") from None
+            raise UserError(f"{folder / 'state.json'}: missing or malformed entry ({brief(err)}); {CORRUPT}") from None
+        self._log_rounds()
+        self.round, self.best, self.last_test, self.files = round_, best, dict(last_test), files
         self.resumed = True
-        self._drop_rounds_after_checkpoint()
+        self._tidy_after_checkpoint()
         self.log(f"resumed from {folder} after round {self.round}")
         return True
+
+    def _check_folder_entries(self) -> None:
+        """Refuse a run folder whose files are not regular files (a FIFO, a device: reading them would
+        block or never end) or whose checkpoints are not folders."""
+        for name in ("config.yaml", "metrics.jsonl", HISTORY, "summary.json", SCALING_FILE):
+            path = self.run_dir / name
+            problem = os.path.lexists(path) and not_a_file(path)
+            if problem:
+                raise UserError(f"{path}: {problem}; the run folder is damaged")
+        for folder in (self.run_dir / "checkpoints", self.last_dir, self.best_dir):
+            if os.path.lexists(folder) and not folder.is_dir():
+                raise UserError(f"{folder}: not a folder; the run folder is damaged")
+
+    def _log_rounds(self) -> list[str]:
+        """The complete lines of metrics.jsonl (none if it does not exist)."""
+        log = self.run_dir / "metrics.jsonl"
+        try:
+            return read_lines(log) if log.exists() else []
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"{log}: unreadable ({brief(err)}); the run folder is damaged") from None
+
+    def _tidy_after_checkpoint(self) -> None:
+        for folder in (self.run_dir, self.run_dir / "checkpoints"):
+            remove_debris(folder)
+        self._drop_rounds_after_checkpoint()
 
     def _drop_rounds_after_checkpoint(self) -> None:
         """Rounds logged after the checkpoint (a kill between the log line and the checkpoint swap) are
         run again: drop their lines, and any torn last line, so that every round is logged once."""
         log = self.run_dir / "metrics.jsonl"
         if log.exists():
-            kept = [line for line in read_lines(log) if _logged_round(line) <= self.round]
+            kept = [line for line in self._log_rounds() if _logged_round(line) <= self.round]
             write_text_atomic(log, "".join(line + "\n" for line in kept))
 
     def _data_identity(self) -> dict:
@@ -300,10 +337,9 @@ class Run:
 
     def _check_same_data(self, folder: Path) -> None:
         """Refuse to resume on data other than the run's (another dataset, other dimensions or classes)."""
-        try:
-            saved = json.loads((folder / "state.json").read_text(encoding="utf-8")).get("data", {})
-        except (OSError, ValueError, AttributeError):
-            return  # read_checkpoint reports it
+        saved = read_state(folder).get("data", {})
+        if not isinstance(saved, dict):
+            raise UserError(f"{folder / 'state.json'}: malformed entry 'data'; {CORRUPT}")
         for key, now in self._data_identity().items():
             if key in saved and saved[key] != now:
                 raise UserError(f"{folder / 'state.json'}: the run was trained with {key} {brief(saved[key])}, "
@@ -319,7 +355,7 @@ class Run:
             raise UserError(f"{self.best_dir}: no saved weights; is {self.run_dir} a run folder of main.py?")
         state = read_checkpoint(self.weights, folder)
         if not isinstance(state.get("round"), int):
-            raise UserError(f"{folder / 'state.json'}: no round number; {_CORRUPT}")
+            raise UserError(f"{folder / 'state.json'}: no round number; {CORRUPT}")
         round_ = state["round"]
         test, _ = evaluate(self.method, self.data.test, self.cfg.top_k)
         out = {"round": round_, "eval_draws": self.cfg.eval_draws, "test": _headline(test),
@@ -427,6 +463,7 @@ class Run:
         """
         if not self.resumed:
             self.run_dir = claim_run_dir(self.run_dir, numbered)
+            lock_run_dir(self.run_dir)
         record_start(self.run_dir, "resume" if self.resumed else "start", self.cfg, overrides, command,
                      describe_device(), self.dataset_dir)
         for folder in (self.run_dir, self.run_dir / "checkpoints"):
@@ -504,7 +541,7 @@ def _logged_round(line: str) -> float:
     """The round of a metrics.jsonl line; infinity for a line that is not a complete record."""
     try:
         return int(json.loads(line)["round"])
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError):
         return math.inf
 
 

@@ -17,7 +17,6 @@ a finished summary and resumes the others from their last checkpoint. The study 
 from __future__ import annotations
 
 import argparse
-import fcntl
 import json
 import logging
 import os
@@ -36,7 +35,7 @@ from zscrgan.atomic import write_text_atomic
 from zscrgan.config import CHOICES, find_shipped, load_config, merge, read_yaml, schema, shipped_dir
 from zscrgan.errors import UserError, brief
 from zscrgan.flags import ArgumentParser
-from zscrgan.provenance import holds_run
+from zscrgan.provenance import SIDE_FILES, holds_run, lock_run_dir, release_run_dir
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log (workers inherit it)
 
@@ -238,12 +237,7 @@ def run_trial(config: dict) -> None:
     if trial_status(run_dir)[0] == "finished":
         return
     run_dir.mkdir(parents=True, exist_ok=True)
-    lock = open(run_dir / ".lock", "w")
-    try:
-        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)  # released by the OS when this process dies
-    except OSError:
-        lock.close()
-        raise UserError(f"{run_dir}: another process is running this trial (a second driver of the same study?)") from None
+    lock_run_dir(run_dir)  # held by this worker process until it ends
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
     try:
         _limit_threads(spec["cpus"])
@@ -272,7 +266,7 @@ def run_trial(config: dict) -> None:
         (run_dir / "traceback.txt").write_text(traceback.format_exc(), encoding="utf-8")
         raise
     finally:
-        lock.close()
+        release_run_dir(run_dir)
 
 
 def _limit_threads(cpus: float) -> None:
@@ -289,7 +283,7 @@ def _limit_threads(cpus: float) -> None:
 
 def _clear_unstarted(run_dir: Path) -> None:
     for path in run_dir.iterdir():
-        if path.name not in ("console.log", ".lock"):
+        if path.name not in SIDE_FILES:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
