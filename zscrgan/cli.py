@@ -297,3 +297,7 @@ def main(argv=None) -> int:
     if name == "train":
         return entry(rest, prog="zscrgan train")
     return entry([*prefix, *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

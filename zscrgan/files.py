@@ -42,3 +42,71 @@ def not_a_folder(path) -> str | None:
             what = not_a_file(part) or "a file"
             return f"is {what}" if part == path else f"cannot be made: {part} is {what}"
     return None
+
+
+# A file of a run folder that a command reads whole (summary.json, metrics.jsonl, config.yaml, ...) is
+# refused beyond this size: the largest real one (metrics.jsonl of 100k rounds) is a few tens of MB.
+MAX_READ_BYTES = 256 << 20
+
+
+def read_file(path, what: str = "file", limit: int = MAX_READ_BYTES) -> bytes:
+    """The bytes of `path`, which must be a regular file of at most `limit` bytes; otherwise a UserError
+    naming the path and what is there instead ("a FIFO (named pipe), not a regular file", "missing", ...).
+
+    The file is opened without blocking and checked on the open descriptor, so a FIFO, device or socket
+    put in its place is refused as what it is, never waited on or read without end. `what` names the
+    file in the message (e.g. "run file").
+    """
+    from zscrgan.errors import UserError
+
+    path = Path(path)
+    problem = not_a_file(path)
+    if problem is None:
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY)
+        except OSError as err:
+            problem = not_a_file(path) or f"unreadable ({err.strerror or err})"
+    if problem is not None:
+        raise UserError(f"{path}: {'not found' if problem == 'missing' else problem}; expected a {what}")
+    try:
+        status = os.fstat(fd)
+        if not stat.S_ISREG(status.st_mode):  # swapped for something else since the check above
+            raise UserError(f"{path}: not a regular file; expected a {what}")
+        if status.st_size > limit:
+            raise UserError(f"{path}: {status.st_size} bytes, over the limit of {limit} for a {what}")
+        chunks, size = [], 0
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+            size += len(chunk)
+            if size > limit:  # grew while being read
+                raise UserError(f"{path}: over the limit of {limit} bytes for a {what}")
+        return b"".join(chunks)
+    except OSError as err:
+        raise UserError(f"{path}: cannot read: {err.strerror or err}") from None
+    finally:
+        os.close(fd)
+
+
+def read_text_file(path, what: str = "file", limit: int = MAX_READ_BYTES) -> str:
+    """`read_file` decoded as UTF-8; a file that is not UTF-8 text is a UserError naming it."""
+    from zscrgan.errors import UserError
+
+    try:
+        return read_file(path, what, limit).decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{Path(path)}: not UTF-8 text; expected a {what}") from None
+
+
+def not_an_output_file(path) -> str | None:
+    """None when a file could be written (atomically, by rename) at `path`: its folder exists and
+    `path` is absent or a regular file; otherwise what is in the way, e.g. "is a directory",
+    "is a character device, not a regular file", "its folder nope does not exist"."""
+    path = Path(path)
+    if os.path.lexists(path):
+        problem = not_a_file(path)
+        if problem is not None:
+            return f"is {problem}"
+    parent = path.parent
+    if not parent.is_dir():
+        return f"its folder {parent} does not exist" if not os.path.lexists(parent) else f"{parent} is not a folder"
+    return None
