@@ -20,7 +20,7 @@ from sklearn.linear_model import Ridge
 
 from zscrgan.data.release import load_dataset
 from zscrgan.data.scaling import MODES, scale_modality
-from zscrgan.errors import UserError
+from zscrgan.errors import ArgumentParser, UserError
 from zscrgan.metrics import chance_prec, retrieval_metrics
 
 
@@ -71,7 +71,7 @@ def ridge_baseline(image: dict, text: dict, seen, unseen, alpha: float = 1.0, k:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zscrgan.baseline", description=__doc__,
+    p = ArgumentParser(prog="python -m zscrgan.baseline", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("folder", help="a dataset folder in the released format")
     p.add_argument("--pairs", choices=("class_mean", "item"), default="class_mean",

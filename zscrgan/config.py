@@ -95,6 +95,8 @@ def read_yaml(path: Path) -> dict:
         raise UserError(f"{path}: not a text file (not UTF-8); a config file is a YAML text file") from None
     except RecursionError:
         raise UserError(f"{path}: nested too deeply; a config file is a flat mapping of key: value") from None
+    except ValueError as e:  # an integer of over 4300 digits, a malformed date
+        raise UserError(f"{path}: not valid YAML: {brief(e)}") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
     if data is None:
@@ -146,7 +148,7 @@ def parse_flag_value(text: str) -> Any:
     """A command-line value is read as a YAML scalar, so `--mm_reg_coeff 1` and `--r_hinge true` work."""
     try:
         return yaml.load(text, Loader=_StrictLoader)
-    except (yaml.YAMLError, RecursionError):
+    except (yaml.YAMLError, RecursionError, ValueError):  # ValueError: an integer of over 4300 digits
         return text
 
 

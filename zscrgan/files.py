@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import errno
 import os
+import re
 import stat
 from pathlib import Path
 
@@ -110,3 +111,14 @@ def not_an_output_file(path) -> str | None:
     if not parent.is_dir():
         return f"its folder {parent} does not exist" if not os.path.lexists(parent) else f"{parent} is not a folder"
     return None
+
+
+_PLAIN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*")
+
+
+def not_a_name(name: str) -> str | None:
+    """None when `name` can be one folder's name inside another (letters, digits, _ . -, not starting
+    with a dot or dash); otherwise why not, so a label never places a folder elsewhere ("../x")."""
+    if _PLAIN_NAME.fullmatch(name) and len(name) <= 200:
+        return None
+    return "must be a plain name (letters, digits, _ . -, starting with a letter or digit, at most 200 characters)"

@@ -23,7 +23,7 @@ from pathlib import Path
 
 from zscrgan.atomic import atomic_file, write_text_atomic
 from zscrgan.config import config_hash, read_yaml
-from zscrgan.errors import UserError, brief, one_line
+from zscrgan.errors import ArgumentParser, UserError, brief, one_line
 from zscrgan.files import not_an_output_file, read_text_file
 
 METRICS = (("prec", "Prec"), ("map", "mAP"), ("top1", "Top-1"))
@@ -377,7 +377,7 @@ def write_study_tables(study, folder: Path, data_root: Path) -> dict:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m zscrgan.report", description=__doc__,
+    p = ArgumentParser(prog="python -m zscrgan.report", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("runs", nargs="+", type=Path, help="run folders, --seeds folders or study folders")
     p.add_argument("--plot", type=Path, help="also save each group's mean Prec per round to this image file")

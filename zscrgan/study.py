@@ -33,7 +33,7 @@ from pathlib import Path
 
 from zscrgan.atomic import write_text_atomic
 from zscrgan.config import CHOICES, DEFAULT_FILE, load_config, merge, read_yaml
-from zscrgan.errors import UserError, brief
+from zscrgan.errors import ArgumentParser, UserError, brief
 from zscrgan.provenance import holds_run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log (workers inherit it)
@@ -453,7 +453,7 @@ def best_searched(search_dir: Path) -> dict | None:
 
 # --- the command -------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m zscrgan.study", description=__doc__,
+    p = ArgumentParser(prog="python -m zscrgan.study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("study", type=Path, help="a study file (YAML), e.g. studies/demo.yaml")
     p.add_argument("--dataset", nargs="+", metavar="NAME", help="run only these of the study's datasets")

@@ -13,7 +13,7 @@ import sys
 from zscrgan.data import convert
 from zscrgan.data.inspect import format_summary, summarize
 from zscrgan.data.release import load_dataset
-from zscrgan.errors import UserError
+from zscrgan.errors import ArgumentParser, UserError
 
 
 def _class_list(value):
@@ -24,7 +24,7 @@ def _class_list(value):
 
 
 def build_parser():
-    parser = argparse.ArgumentParser(prog="python -m zscrgan.data", description=__doc__.split("\n")[0])
+    parser = ArgumentParser(prog="python -m zscrgan.data", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     conv = commands.add_parser("convert", help="convert a public feature release into a dataset folder")
