@@ -96,7 +96,7 @@ def read_yaml(path: Path) -> dict:
     except RecursionError:
         raise UserError(f"{path}: nested too deeply; a config file is a flat mapping of key: value") from None
     except ValueError as e:  # an integer of over 4300 digits, a malformed date
-        raise UserError(f"{path}: not valid YAML: {brief(e)}") from None
+        raise UserError(f"{path}: not valid YAML: {brief(str(e).split(';')[0])}") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
     if data is None:
