@@ -75,13 +75,8 @@ def read_file(path, what: str = "file", limit: int = MAX_READ_BYTES) -> bytes:
             raise UserError(f"{path}: not a regular file; expected a {what}")
         if status.st_size > limit:
             raise UserError(f"{path}: {status.st_size} bytes, over the limit of {limit} for a {what}")
-        chunks, size = [], 0
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
-            size += len(chunk)
-            if size > limit:  # grew while being read
-                raise UserError(f"{path}: over the limit of {limit} bytes for a {what}")
-        return b"".join(chunks)
+        with os.fdopen(fd, "rb", closefd=False) as f:
+            return f.read(status.st_size)  # what it held when opened (a log may grow meanwhile)
     except OSError as err:
         raise UserError(f"{path}: cannot read: {err.strerror or err}") from None
     finally:
