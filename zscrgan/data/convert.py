@@ -13,6 +13,7 @@ one class at a time, and the loaded matrix is released before the pickles are wr
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
@@ -170,7 +171,7 @@ def convert_gazsl(src_dir, out, *, split="easy", tfidf=None, feat_train=None, fe
     if split not in ("easy", "hard"):
         raise UserError(f"unknown --split {split!r} for gazsl: use easy (SCS) or hard (SCE)")
     bird = next((b for b, names in _GAZSL_NAMES.items()
-                 if (src / names["split"].format(split=split)).is_file()), None)
+                 if os.path.lexists(src / names["split"].format(split=split))), None)  # whatever it is
     if bird is None:
         expected = " or ".join(names["split"].format(split=split) for names in _GAZSL_NAMES.values())
         raise UserError(f"{src}: no {expected} here: give the GAZSL data folder (CUB2011 or NABird) as SRC_DIR")
@@ -252,7 +253,7 @@ def _gazsl_tfidf_path(src, tfidf, defaults):
     if tfidf:
         return src / tfidf
     for name in defaults:
-        if (src / name).is_file():
+        if os.path.lexists(src / name):  # a FIFO or folder there is named as what it is when read
             return src / name
     raise UserError(f"{src}: no TF-IDF file ({' or '.join(defaults)}): put GAZSL's TF-IDF matrix there "
                     "or name it with --tfidf FILE")
