@@ -451,3 +451,28 @@ def test_convert_of_the_tiny_release_works(tmp_path, capsys):
     _wiki_release(tmp_path / "src")
     assert data_main(["convert", "wikipedia", str(tmp_path / "src"), "--out", str(tmp_path / "out")]) == 0
     assert (tmp_path / "out" / "meta.json").is_file()
+
+
+def test_a_study_whose_trial_fails_does_not_exit_0(tmp_path, capsys, monkeypatch):
+    """The dataset folder exists (so the study starts) but a pickle is corrupt, so the trial fails in
+    run_trial; the study says so and exits 1. Trials run in this process, one after another, where
+    Ray would run them in its workers (test_study covers Ray itself)."""
+    def inline_grid(grid, folder, args):
+        for t in study.pending(grid, folder):
+            spec = study._trial_spec(grid, args, t.dataset, variant=t.variant, seed=t.seed, overrides=t.overrides,
+                                     run_dir=t.run_dir)
+            with pytest.raises(Exception):  # as Ray would catch it and mark the trial failed
+                study.run_trial({"trial": spec})
+
+    monkeypatch.setattr(study, "_start_ray", lambda args: False)
+    monkeypatch.setattr(study, "run_grid", inline_grid)
+    folder = _small_dataset(tmp_path / "datasets" / "BROKEN")
+    (folder / "image_embed_dict.pkl").write_bytes(b"\x80\x02truncated")
+    path = _write_study(tmp_path / "s.yaml", {"datasets": ["BROKEN"]})
+    rc = study.main([str(path), "--output_dir", str(tmp_path / "out"), "--data_root", str(tmp_path / "datasets")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 1 and len(err) == 1 and "1 trial(s) failed" in err[0], err
+    error = (tmp_path / "out" / "BROKEN" / "released" / "seed0" / study.ERROR_FILE).read_text()
+    assert "image_embed_dict.pkl" in error and "not a readable pickle" in error
+    assert study.main([str(path), "--output_dir", str(tmp_path / "out"), "--data_root", str(tmp_path / "datasets"),
+                       "--report_only"]) == 0  # tables only: nothing ran that could fail

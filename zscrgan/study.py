@@ -513,12 +513,17 @@ def best_searched(search_dir: Path) -> dict | None:
     """The searched run with the best validation Prec at its selected round (never an unseen figure)."""
     best = None
     for summary_path in sorted(Path(search_dir).glob("*/summary.json")):
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        val = summary.get("val_at_selected_round") or {}
-        if "prec" in val and (best is None or val["prec"] > best["val_prec"]):
-            history = json.loads((summary_path.parent / "provenance.jsonl").read_text().splitlines()[0])
+        try:  # a searched run whose files are not what a run writes is no candidate
+            summary = json.loads(read_text_file(summary_path, "run's summary.json"))
+            val = summary.get("val_at_selected_round") or {}
+            if not isinstance(val.get("prec"), (int, float)) or (best is not None and val["prec"] <= best["val_prec"]):
+                continue
+            history = json.loads(read_text_file(summary_path.parent / "provenance.jsonl", "run's provenance.jsonl")
+                                 .splitlines()[0])
             best = {"run_dir": str(summary_path.parent), "val_prec": val["prec"],
-                    "overrides": history["overrides"], "test_at_selected_round": summary["test_at_selected_round"]}
+                    "overrides": dict(history["overrides"]), "test_at_selected_round": summary["test_at_selected_round"]}
+        except (UserError, ValueError, RecursionError, IndexError, KeyError, TypeError, AttributeError):
+            continue
     return best
 
 
@@ -589,7 +594,11 @@ def main(argv=None) -> int:
             write_text_atomic(folder / "search.json", json.dumps(chosen, indent=1))
     from zscrgan.report import write_study_tables
 
-    statuses = write_study_tables(study, folder, Path(args.data_root))
+    try:
+        statuses = write_study_tables(study, folder, Path(args.data_root))
+    except UserError as e:  # a finished trial's run folder that report cannot read
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
     grid = ", ".join(f"{n} {s}" for s, n in statuses.items())
     if args.search:  # the search's own trials are in search.json and the table's search row
         grid = f"search: {'interrupted' if interrupted else 'done'}; the study's grid of variants and seeds: {grid}"
