@@ -28,6 +28,8 @@ from zscrgan.cli import main as cli_main
 from zscrgan.config import MAX_INT
 from zscrgan.data.__main__ import main as data_main
 
+# A warning printed before the one line (numpy's overflow in a cast of 1e300, say) fails the case.
+pytestmark = pytest.mark.filterwarnings("error::RuntimeWarning")
 ROOT = Path(__file__).resolve().parents[1]
 # A refusal takes well under a second; the limit allows for a loaded machine, a hang takes forever.
 SECONDS = 20
