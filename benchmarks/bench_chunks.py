@@ -4,7 +4,7 @@
     python benchmarks/bench_chunks.py --iters 20 --json chunks.json
 
 Times, in one run and alternating the two so that both see the same machine load, a whole E-step and
-M-step as one compiled call each and as the chunks a run uses (`zscrgan.run.CHUNK_STEPS` steps per
+M-step as one compiled call each and as the chunks a run uses (`zscrgan.methods.base.CHUNK_STEPS` steps per
 call), and reports the ratio chunked / one call (best of --repeats each).
 """
 
@@ -25,12 +25,12 @@ import tensorflow as tf  # noqa: E402
 
 from zscrgan.config import load_config  # noqa: E402
 from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows  # noqa: E402
-from zscrgan.run import CHUNK_STEPS  # noqa: E402
+from zscrgan.methods.base import CHUNK_STEPS  # noqa: E402
 from zscrgan.train import PackedFeatures, Trainer  # noqa: E402
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--image_dim", type=int, default=2048)
     p.add_argument("--text_dim", type=int, default=1024)
     p.add_argument("--classes", type=int, default=150)

@@ -37,7 +37,7 @@ import tensorflow as tf  # noqa: E402
 
 from zscrgan.config import load_config  # noqa: E402
 from zscrgan.retrieve import Retriever  # noqa: E402
-from zscrgan.train import Trainer  # noqa: E402
+from zscrgan.methods import build_method  # noqa: E402
 
 MAKE_ROWS = 65_536  # rows generated and written at once when making the gallery file
 
@@ -113,7 +113,7 @@ def matmul_rate(chunk: int, image_dim: int, embed_dim: int, queries: int, repeat
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rows", type=int, default=1_000_000, help="gallery rows")
     p.add_argument("--queries", type=int, default=1000)
     p.add_argument("--image_dim", type=int, default=2048)
@@ -126,13 +126,13 @@ def main(argv=None) -> int:
     path = args.gallery or Path(tempfile.gettempdir()) / f"zscrgan_bench_gallery_{args.rows}x{args.image_dim}.npy"
 
     cfg = load_config("CUB")  # the released network sizes
-    retriever = Retriever(Trainer(cfg, args.image_dim, args.text_dim),
+    retriever = Retriever(build_method(cfg, args.image_dim, args.text_dim),
                           {"input_scaling": "none", "image_factor": None, "text_factor": None}, 1, args.top_k)
     t0 = time.perf_counter()
     gallery = gallery_file(path, args.rows, args.image_dim)
     made_s = time.perf_counter() - t0
     texts = np.random.default_rng(1).standard_normal((args.queries, args.text_dim)).astype(np.float32)
-    e = int(retriever.trainer.model.csem.fc.kernel.shape[1])
+    e = int(retriever.method.trainer.model.csem.fc.kernel.shape[1])
 
     def search(rows):
         return retriever.search(texts, gallery[:rows], args.top_k, chunk_rows=args.chunk_rows)

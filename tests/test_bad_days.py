@@ -170,7 +170,7 @@ def test_python_m_cli_is_the_zscrgan_command():
     typo = _python("-m", "zscrgan.cli", "train", "--no_such_flag")
     assert typo.returncode == 2
     lines = typo.stderr.strip().splitlines()
-    assert len(lines) == 1 and "--no_such_flag" in lines[0] and "see zscrgan train --help" in lines[0], lines
+    assert len(lines) == 1 and "--no_such_flag" in lines[0] and "zscrgan train --help" in lines[0], lines
     bare = _python("-m", "zscrgan.cli")
     assert bare.returncode == 2 and "usage: zscrgan COMMAND" in bare.stderr
     assert _python("-m", "zscrgan", "--version").stdout.startswith("zscrgan ")
@@ -188,7 +188,7 @@ def test_a_usage_mistake_is_one_line_pointing_to_help(argv, named, tmp_path, cap
         cli_main(argv)
     assert stopped.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and named in err[0] and err[0].endswith("--help"), err
+    assert len(err) == 1 and named in err[0] and "--help" in err[0], err
 
 
 TRAIN_FLAG_CASES = {

@@ -15,7 +15,7 @@ import pytest
 import yaml
 
 from zscrgan.cli import main, train_main
-from zscrgan.config import DEFAULT_FILE, flatten, key_meanings, load_config, read_yaml, to_plain
+from zscrgan.config import CONFIG_DIR, DEFAULT_FILE, flatten, key_meanings, load_config, read_yaml, to_plain
 from zscrgan.data.demo import DemoSpec, ensure_demo
 from test_report import fake_run
 
@@ -34,20 +34,78 @@ def test_print_config_prints_the_resolved_config_and_exits(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
-def test_help_lists_every_config_key_with_its_meaning_and_default(capsys):
+def _help_entries(capsys, argv) -> dict:
+    """{key: (meaning, default shown, source shown)} of `train --help` with `argv`."""
     with pytest.raises(SystemExit) as exit_:
-        train_main(["--help"])
+        train_main([*argv, "--help"])
     assert exit_.value.code == 0
     text = " ".join(capsys.readouterr().out.split())  # undo argparse's line wrapping
     text = text[text.index("config keys ("):]  # the options' help, past the usage lines
-    meanings = key_meanings()
-    for key, default in flatten(read_yaml(DEFAULT_FILE)).items():
-        shown = str(default).lower() if isinstance(default, bool) else str(default)
-        entry = re.search(rf"--{re.escape(key)} (\S+) ((?:(?! --).)*?)\[default: ([^\]]*)\]", text)
+    entries = {}
+    for key in flatten(read_yaml(DEFAULT_FILE)):
+        entry = re.search(rf"--{re.escape(key)} (\S+) ((?:(?! --).)*?)\[default: ([^\],]*), from ([^\]]*)\]", text)
         assert entry, key
-        assert entry[3] == shown, key
-        assert meanings[key] and " ".join(meanings[key].split()) == entry[2].strip(), key
+        entries[key] = (entry[2].strip(), entry[3], entry[4])
     assert "--input_scaling {none,l2_sqrt_dim,seen_rms}" in text and "--r_hinge {true,false}" in text
+    return entries
+
+
+def test_help_lists_every_config_key_with_its_meaning_and_the_default_a_run_would_use(capsys):
+    meanings = key_meanings()
+    resolved = flatten(to_plain(load_config("DEMO")))  # no --dataset: the demo
+    demo_file = read_yaml(CONFIG_DIR / "DEMO.yaml")
+    for key, (meaning, shown, source) in _help_entries(capsys, []).items():
+        value = resolved[key]
+        assert shown == (str(value).lower() if isinstance(value, bool) else str(value)), key
+        assert source == ("configs/DEMO.yaml" if key in demo_file else "configs/default.yaml"), key
+        assert meanings[key] and " ".join(meanings[key].split()) == meaning, key
+    assert _help_entries(capsys, [])["gf_dim"][1:] == ("256", "configs/DEMO.yaml")
+
+
+def test_help_shows_the_defaults_of_the_given_dataset_and_config(tmp_path, monkeypatch, capsys):
+    entries = _help_entries(capsys, ["--dataset", "CUB", "--config", "demo_cub_sizes"])
+    assert entries["gf_dim"][1:] == ("2048", "configs/demo_cub_sizes.yaml")
+    assert entries["e_step_iters"][1:] == ("100", "configs/default.yaml")
+    monkeypatch.chdir(tmp_path)  # a short path: argparse wraps long ones
+    Path("mine.yaml").write_text("gf_dim: 64\nCSEM_lr: 1e-3\n")
+    entries = _help_entries(capsys, ["--dataset", "WIKI", "--config", "mine.yaml"])
+    assert entries["gf_dim"][1:] == ("64", "mine.yaml") and entries["CSEM_lr"][1:] == ("0.001", "mine.yaml")
+    assert entries["input_scaling"][1:] == ("l2_sqrt_dim", "configs/WIKI.yaml")
+
+
+def test_config_is_found_by_name_or_path(tmp_path, capsys):
+    assert train_main(["--dataset", "CUB", "--config", "demo_cub_sizes", "--print_config"]) == 0
+    by_name = yaml.safe_load(capsys.readouterr().out)
+    assert by_name == to_plain(load_config("CUB", CONFIG_DIR / "demo_cub_sizes.yaml"))
+    assert train_main(["--dataset", "CUB", "--config", str(CONFIG_DIR / "demo_cub_sizes.yaml"), "--print_config"]) == 0
+    assert yaml.safe_load(capsys.readouterr().out) == by_name
+    for argv in (["--config", "no_such_config"], ["--config", "no_such_config", "--help"]):
+        assert train_main(argv) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("error: --config no_such_config: no such file") and "demo_cub_sizes" in err
+        assert len(err.splitlines()) == 1
+
+
+def test_numbers_in_any_form_as_flags(capsys):
+    assert train_main(["--print_config", "--clip_val=-2e5"]) == 2  # must be >= 0: the value was read as a number
+    assert "'clip_val' must be >= 0, got -200000.0" in capsys.readouterr().err
+    assert train_main(["--print_config", "--CSEM_lr", "1E-3", "--mm_reg_coeff", ".5", "--rounds", "1_000"]) == 0
+    printed = yaml.safe_load(capsys.readouterr().out)
+    assert (printed["CSEM_lr"], printed["mm_reg_coeff"], printed["rounds"]) == (1e-3, 0.5, 1000)
+
+
+@pytest.mark.parametrize("argv, abbreviated", [
+    (["train", "--mm_reg", "3"], "--mm_reg"), (["train", "--print_conf"], "--print_conf"),
+    (["report", "r", "--pl", "x"], "--pl"), (["inspect", "d", "--hel"], "--hel"),
+    (["convert", "wikipedia", "src", "--out", "o", "--split_s", "1"], "--split_s"),
+    (["baseline", "d", "--alph", "1"], "--alph"), (["study", "demo", "--report"], "--report"),
+    (["retrieve", "run", "--queries", "q", "--gallery", "g", "--out", "o", "--top", "3"], "--top")])
+def test_abbreviated_flags_are_refused_in_one_line(argv, abbreviated, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        main(argv)
+    assert exit_.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and f"unrecognized arguments: {abbreviated}" in err, err
 
 
 def test_key_meanings_read_trailing_and_continued_comments(tmp_path):
@@ -114,10 +172,12 @@ def test_pip_install_gives_a_zscrgan_command_that_works_from_any_folder(tmp_path
             pytest.skip(f"{needed} is not installed: it is needed to build and install the package offline")
     # A copy of the project, so building leaves nothing in the checkout.
     src = tmp_path / "src"
-    for folder in ("zscrgan", "configs"):
+    for folder in ("zscrgan", "configs", "studies"):
         shutil.copytree(ROOT / folder, src / folder, ignore=shutil.ignore_patterns("__pycache__"))
     for file in ("pyproject.toml", "README.md"):
         shutil.copy2(ROOT / file, src / file)
+    (src / "configs" / "profiles").mkdir(exist_ok=True)  # configs in a subfolder are shipped too
+    (src / "configs" / "profiles" / "tiny_test.yaml").write_text("gf_dim: 16\n")
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     python = _venv_python(venv)
@@ -146,6 +206,24 @@ def test_pip_install_gives_a_zscrgan_command_that_works_from_any_folder(tmp_path
                            capture_output=True, text=True, cwd=elsewhere, env=env, check=True).stdout
     assert Path(where.strip()).is_relative_to(venv)
     assert sorted(os.listdir(elsewhere)) == []  # help and --print_config write nothing
+
+    # Shipped configs and study files by name, from a folder that has none.
+    for name, gf_dim in (("demo_cub_sizes", 2048), ("profiles/tiny_test", 16)):
+        p = run("train", "--print_config", "--dataset", "CUB", "--config", name)
+        assert p.returncode == 0 and yaml.safe_load(p.stdout)["gf_dim"] == gf_dim, p.stderr
+    p = run("train", "--help", "--config", "demo_cub_sizes")
+    assert p.returncode == 0 and "from configs/demo_cub_sizes.yaml" in p.stdout, p.stderr
+    p = run("study", "demo", "--report_only", "--output_dir", "study", "--data_root", "data")
+    assert p.returncode == 0 and (elsewhere / "study" / "results.md").is_file(), p.stderr
+    assert read_yaml(elsewhere / "study" / "study.yaml") == read_yaml(ROOT / "studies" / "demo.yaml")
+    # Without Ray (the `study` extra not installed): one line saying what to install, exit 2, nothing written.
+    hidden = "import sys; sys.modules['ray'] = sys.modules['optuna'] = None; from zscrgan.cli import main; "
+    for argv in (["study", "demo", "--output_dir", "s2"], ["study", "demo", "--search", "optuna"]):
+        p = subprocess.run([str(python), "-c", f"{hidden}sys.exit(main({argv!r}))"], capture_output=True, text=True,
+                           cwd=elsewhere, env=env, timeout=120)
+        assert p.returncode == 2 and p.stdout == "", p.stderr
+        assert len(p.stderr.splitlines()) == 1 and "pip install 'zscrgan[study]'" in p.stderr, p.stderr
+    assert sorted(os.listdir(elsewhere)) == ["data", "study"]
 
 
 def test_data_root_comes_from_the_environment_unless_a_flag_gives_it(tmp_path, monkeypatch, capsys):

@@ -54,6 +54,33 @@ def test_int_is_accepted_for_a_float_key_and_flag_values_parse_as_yaml():
     assert parse_flag_value("true") is True and parse_flag_value("kl") == "kl"
 
 
+@pytest.mark.parametrize("text, value", [
+    ("1e-3", 1e-3), ("1E-3", 1e-3), (".5", 0.5), ("-.5", -0.5), ("-2e5", -2e5), ("+1e3", 1e3), ("1.5E+3", 1500.0),
+    ("1_000.5", 1000.5), ("1.", 1.0), ("1.0e-3", 1e-3)])
+def test_numbers_as_yaml_1_2_and_python_write_them_are_floats(text, value):
+    assert parse_flag_value(text) == value and type(parse_flag_value(text)) is float
+
+
+def test_ints_stay_ints_and_strings_stay_strings():
+    assert parse_flag_value("1_000") == 1000 and type(parse_flag_value("1_000")) is int
+    for text in ("1e", "e5", "1e-3x", "1.2.3", "cfg1e3", "inf", "kl"):
+        assert parse_flag_value(text) == text
+
+
+def test_numbers_in_any_form_in_a_config_file(tmp_path):
+    user = tmp_path / "mine.yaml"
+    user.write_text("CSEM_lr: 1e-3\ngenerator_lr: 2E-4\nmm_reg_coeff: .5\nrounds: 1_000\nclip_val: 1\n")
+    cfg = load_config("DEMO", user)
+    assert (cfg.CSEM_lr, cfg.generator_lr, cfg.mm_reg_coeff, cfg.rounds, cfg.clip_val) == (1e-3, 2e-4, 0.5, 1000, 1.0)
+    assert type(cfg.clip_val) is float  # an int-looking value for a float key
+    user.write_text("protocol: 1e3\n")  # a string key given a number is still refused
+    with pytest.raises(UserError, match="'protocol' must be str"):
+        load_config("DEMO", user)
+    user.write_text("rounds: 1e3\n")  # an int key given a float too
+    with pytest.raises(UserError, match="'rounds' must be int"):
+        load_config("DEMO", user)
+
+
 @pytest.mark.parametrize("override, words", [
     ({"mm_reg_coef": 1.0}, ["unknown config key 'mm_reg_coef'", "mm_reg_coeff"]),
     ({"batch_size": 3.5}, ["'batch_size'", "int"]),

@@ -71,6 +71,9 @@ def test_wikipedia_real(tmp_path, text, text_dim):
     assert meta["images_per_class"] == {str(c): n for c, n in zip(range(1, 11), WIKI_COUNTS)}
     # SIFT histograms (and LDA proportions) are L1-normalised: the released model needs them scaled.
     assert meta["recommended_input_scaling"] == "l2_sqrt_dim"
+    # The usual category names, said to be unchecked (the release has no names file).
+    assert meta["class_names"]["1"] == "art & architecture" and meta["class_names"]["10"] == "warfare"
+    assert len(meta["class_names"]) == 10 and "not checked" in meta["class_names_note"]
 
 
 def test_wikipedia_seeded_split_is_reproducible_and_recorded(tmp_path):

@@ -98,6 +98,7 @@ def reference(tmp_path_factory):
     return recs, files, tmp
 
 
+@pytest.mark.slow
 def test_a_kill_at_any_write_point_of_a_round_resumes_to_the_same_metrics(reference, tmp_path):
     ref_records, ref_files, ref_tmp = reference
     # Kill in a round with every kind of write: a retrieval file, both checkpoints, a metrics line.
@@ -142,6 +143,7 @@ def test_a_kill_at_any_write_point_of_a_round_resumes_to_the_same_metrics(refere
         assert sorted(Path(p).name for p in summary["released_copies"]) == ref_files, kill
 
 
+@pytest.mark.slow
 def test_a_run_killed_in_its_first_round_resumes_to_the_same_metrics(reference, tmp_path):
     ref_records, ref_files, ref_tmp = reference
     shutil.copytree(ref_tmp / "datasets", tmp_path / "datasets")
@@ -229,7 +231,7 @@ def test_ctrl_c_mid_e_step_drops_the_round_and_resume_repeats_it_exactly(referen
     ref_records, ref_files, ref_tmp = reference
     shutil.copytree(ref_tmp / "datasets", tmp_path / "datasets")
     # One E-step iteration per compiled call (the reference ran each phase as one call: same numbers).
-    monkeypatch.setattr(zscrgan.run, "CHUNK_STEPS", 1)
+    monkeypatch.setattr(zscrgan.methods.zscrgan, "CHUNK_STEPS", 1)
     run = _run(tmp_path, "run")
     real = zscrgan.run.StopFlag.between_chunks
 

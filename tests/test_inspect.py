@@ -61,6 +61,9 @@ def test_cli_inspect_on_the_real_wikipedia_folder(tmp_path):
     assert lines[3].split()[:7] == ["seen", "5", "1703", "267", "/", "340", "/"]
     assert lines[4].split()[:7] == ["unseen", "5", "1163", "172", "/", "236", "/"]
     assert lines[-1].endswith(f"{np.mean(np.array([172, 333, 236, 237, 185]) / 1163):.4f}")
+    assert "seen classes: 2 biology, 3 geography & places, 5 literature & theatre, 9 sport & recreation, " \
+           "10 warfare" in lines
+    assert "unseen classes: 1 art & architecture, 4 history, 6 media, 7 music, 8 royalty & nobility" in lines
 
 
 def test_cli_inspect_on_a_bad_folder_says_one_line(tiny, tmp_path):
@@ -70,3 +73,12 @@ def test_cli_inspect_on_a_bad_folder_says_one_line(tiny, tmp_path):
     assert done.returncode != 0 and done.stdout == ""
     assert done.stderr.startswith("error: ") and done.stderr.count("\n") == 1
     assert "testids.pkl" in done.stderr
+
+
+def test_summary_lists_class_names_per_split_up_to_a_limit(tiny, monkeypatch):
+    import zscrgan.data.inspect
+
+    monkeypatch.setattr(zscrgan.data.inspect, "SHOWN_NAMES", 2)
+    text = format_summary(summarize(tiny, {1: "one", 2: "two", 3: "three", 4: "four", 5: "five"}))
+    assert "seen classes: 1 one, 2 two\n" in text and "unseen classes: 3 three, 4 four and 1 more\n" in text
+    assert "classes:" not in format_summary(summarize(tiny)).split("\n", 1)[1]  # no names, no lines

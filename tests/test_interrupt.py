@@ -35,6 +35,7 @@ def start_run(cub_data, out):
     return proc
 
 
+@pytest.mark.slow
 def test_first_ctrl_c_stops_within_seconds_with_status_130(cub_data, tmp_path):
     out = tmp_path / "run"
     proc = start_run(cub_data, out)
@@ -55,6 +56,7 @@ def test_first_ctrl_c_stops_within_seconds_with_status_130(cub_data, tmp_path):
     assert "stopped: interrupted (Ctrl-C)" in stdout
 
 
+@pytest.mark.slow
 def test_second_ctrl_c_aborts_at_once(cub_data, tmp_path):
     out = tmp_path / "run"
     proc = start_run(cub_data, out)

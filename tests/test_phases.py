@@ -28,6 +28,7 @@ def _phases(packed, chunk_iters):
     return e_out, l_c, state, trainer.noise.normal([3]).numpy()
 
 
+@pytest.mark.slow
 def test_chunked_phases_equal_one_call_bit_for_bit(packed):
     e_whole, l_whole, state_whole, noise_whole = _phases(packed, None)
     for chunk in (3,):

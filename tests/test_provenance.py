@@ -56,6 +56,7 @@ def twin_runs(tmp_path_factory):
     return codes, tmp
 
 
+@pytest.mark.slow
 def test_same_moment_same_seed_two_folders_and_two_sets_of_retrieval_files(twin_runs, capsys):
     codes, tmp = twin_runs
     assert codes == [0, 0]
@@ -121,3 +122,6 @@ def test_architecture_change_names_the_first_differing_key():
     assert architecture_change(saved, {**saved, "rounds": 9}) is None
     assert architecture_change(saved, {**saved, "demo": {"seed": 1}}) == "demo"
     assert architecture_change(saved, {**saved, "gf_dim": 16}) == "gf_dim"
+    assert architecture_change(saved, {**saved, "method": "ridge"}) == "method"
+    assert architecture_change({**saved, "method": "gazsl", "gazsl": {"hidden": 8}},
+                               {**saved, "method": "gazsl", "gazsl": {"hidden": 9}}, ("gazsl.hidden",)) == "gazsl.hidden"

@@ -3,6 +3,8 @@ converter, a fixed 5/5 class split, released hyperparameters, with the WIKI inpu
 
 import json
 
+import pytest
+
 from helpers import make_wiki_folder
 from main import main
 from zscrgan.config import CONFIG_DIR
@@ -10,6 +12,7 @@ from zscrgan.config import CONFIG_DIR
 SEEN = (2, 3, 5, 9, 10)
 
 
+@pytest.mark.slow
 def test_wikipedia_unseen_prec50_clearly_above_chance(tmp_path):
     folder = make_wiki_folder(tmp_path, text="lda", seen=SEEN)  # skips where ../shared is absent
     out = tmp_path / "run"

@@ -1,5 +1,6 @@
 """Pinned versions: requirements.txt applies constraints.txt, which pins every package it installs at the
-versions this environment has, and the package's own dependencies agree with requirements.txt."""
+versions this environment has, and the package's own dependencies agree with requirements.txt (training)
+and requirements-study.txt (the `study` extra); requirements-dev.txt adds the tests' tools to both."""
 
 import importlib.metadata
 import re
@@ -27,11 +28,16 @@ def _pins():
     return pins
 
 
+def _direct(name):
+    return [Requirement(line) for line in _lines(name) if not line.startswith("-")]
+
+
 def test_requirements_apply_the_constraints_which_pin_every_direct_dependency():
-    lines = _lines("requirements.txt")
-    assert "-c constraints.txt" in lines
+    assert "-c constraints.txt" in _lines("requirements.txt")
+    assert "-r requirements.txt" in _lines("requirements-study.txt")  # so the constraints apply to each
+    assert "-r requirements-study.txt" in _lines("requirements-dev.txt")
     pins = _pins()
-    direct = [Requirement(line) for line in lines if not line.startswith("-")]
+    direct = _direct("requirements.txt") + _direct("requirements-study.txt") + _direct("requirements-dev.txt")
     for req in direct:
         assert canonicalize_name(req.name) in pins, req.name
         assert req.specifier.contains(pins[canonicalize_name(req.name)]), (req, pins[canonicalize_name(req.name)])
@@ -48,10 +54,13 @@ def test_the_pins_are_the_installed_versions():
         assert installed == version, name
 
 
-def test_package_dependencies_are_requirements_runtime_part():
+def test_package_dependencies_are_requirements_txt_and_the_study_extra_requirements_study_txt():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
-    required = {canonicalize_name(Requirement(line).name): str(Requirement(line).specifier)
-                for line in _lines("requirements.txt") if not line.startswith("-")}
-    for line in project["dependencies"] + project["optional-dependencies"]["study"]:
-        req = Requirement(line)
-        assert required.get(canonicalize_name(req.name)) == str(req.specifier), line
+    for listed, file in ((project["dependencies"], "requirements.txt"),
+                         (project["optional-dependencies"]["study"], "requirements-study.txt")):
+        assert sorted(map(str, map(Requirement, listed))) == sorted(map(str, _direct(file))), file
+
+
+def test_training_installs_neither_ray_nor_optuna_nor_the_test_tools():
+    names = {canonicalize_name(req.name) for req in _direct("requirements.txt")}
+    assert names.isdisjoint({"ray", "optuna", "pytest", "pytrec-eval-terrier"})

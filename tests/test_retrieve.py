@@ -70,16 +70,16 @@ def test_seed_fixes_the_query_noise(trained):
     assert np.array_equal(run.embed_texts(rset.texts, seed=1), run.embed_texts(rset.texts, seed=1))
     assert not np.allclose(run.embed_texts(rset.texts, seed=1), run.embed_texts(rset.texts, seed=2))
     three = run.embed_texts(rset.texts, seed=1, draws=3)
-    run.trainer.noise.reset_from_seed(1)
-    singles = [run.trainer._embed_query_once(rset.texts).numpy() for _ in range(3)]
+    run.method.reset_noise(1)
+    singles = [run.method.trainer._embed_query_once(rset.texts).numpy() for _ in range(3)]
     assert np.allclose(three, np.mean(singles, axis=0), atol=1e-6)
 
 
 def test_same_ranking_as_training_time_evaluation(trained):
     tmp, rset = trained
     run = load_run(tmp / "run")
-    run.trainer.noise.reset_from_seed(3)
-    metrics, retrieved = evaluate(run.trainer, rset, 50)
+    run.method.reset_noise(3)
+    metrics, retrieved = evaluate(run.method, rset, 50)
     _, indices = run.search(rset.texts, rset.images, k=50, seed=3)
     assert np.array_equal(rset.gallery_labels[indices], retrieved)
     assert retrieval_metrics(rset.query_labels, rset.gallery_labels[indices])["prec"] == metrics["prec"]

@@ -67,6 +67,7 @@ def test_float32_runs_the_plain_graph(packed):
                 if op.type == "Cast" and tf.float32 in (op.get_attr("SrcT"), op.get_attr("DstT"))]
 
 
+@pytest.mark.slow
 def test_jit_compiled_phases_equal_the_plain_ones_within_rounding(packed, plain):
     losses, trainer = _phases(packed, jit_compile=True)
     np.testing.assert_allclose(losses, plain[0], rtol=1e-5, atol=1e-6)
@@ -76,6 +77,7 @@ def test_jit_compiled_phases_equal_the_plain_ones_within_rounding(packed, plain)
 
 @pytest.mark.parametrize("precision, dtype, rtol", [("mixed_bfloat16", "bfloat16", 0.05),
                                                     ("mixed_float16", "float16", 0.01)])
+@pytest.mark.slow
 def test_mixed_precision_computes_in_16_bits_and_keeps_float32_state(packed, plain, precision, dtype, rtol):
     losses, trainer = _phases(packed, precision=precision)
     state = trainer.model.trainable_variables + tuple(_slots(trainer))
@@ -105,6 +107,7 @@ def test_float16_loss_scale_skips_overflowing_steps_and_grows_after_good_ones():
     assert float(scale.scale) == 8.0 and int(scale.good_steps) == 0  # two good steps in a row: doubled
 
 
+@pytest.mark.slow
 def test_float16_trainer_checkpoints_its_loss_scale(packed, tmp_path):
     _, trainer = _phases(packed, precision="mixed_float16")
     path = tf.train.Checkpoint(trainer=trainer).write(str(tmp_path / "ckpt"))

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from zscrgan.tf_start import NOISE, filtered_stderr
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,6 +23,7 @@ def test_filtered_stderr_drops_noise_and_keeps_the_rest(capfd):
     assert capfd.readouterr().err == "a real problem\nand its second line\n"
 
 
+@pytest.mark.slow
 def test_a_training_run_prints_progress_and_no_tensorflow_start_up_lines(tmp_path):
     p = subprocess.run(
         [sys.executable, str(ROOT / "main.py"), "--data_root", str(tmp_path), "--results_root", str(tmp_path / "res"),

@@ -184,6 +184,7 @@ def test_csem_loss_alone_reaches_the_text_encoder(packed, c_blind_generator):
     assert not any(changed["critic"] + changed["csem"])
 
 
+@pytest.mark.slow
 def test_e_step_and_m_step_run_on_schedules(packed):
     cfg = _cfg()
     trainer = Trainer(cfg, I, T)
@@ -217,6 +218,7 @@ def _weights_after_e_step(seed, packed):
     return [v.numpy() for v in trainer.model.trainable_variables]
 
 
+@pytest.mark.slow
 def test_e_step_is_reproducible_for_a_seed(packed):
     first = _weights_after_e_step(3, packed)
     second = _weights_after_e_step(3, packed)

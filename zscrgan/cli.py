@@ -25,7 +25,8 @@ TRAIN_DOC = """Train ZSCRGAN on a dataset's seen classes and retrieve unseen-cla
     zscrgan train --dataset CUB --protocol validated --seeds 0 1 2   # mean +- std over seeds
     zscrgan train --evaluate runs/CUB/<run> --eval_draws 10          # re-score the selected weights
 
-Every key of configs/default.yaml is also a flag (--key value).
+Every key of configs/default.yaml is also a flag (--key value). The defaults shown are those the given
+--dataset (DEMO if none) and --config would use, each with the file that sets it.
 """
 
 
@@ -34,19 +35,29 @@ def _shown(value) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def build_parser(defaults: dict, meanings: dict, prog: str | None = None) -> argparse.ArgumentParser:
-    """The train command's flags: its own, then one per config key (dotted for nested keys)."""
+def _data_root_default() -> str:
+    return os.environ.get(DATA_ROOT_ENV) or "datasets"
+
+
+def build_parser(defaults: dict, meanings: dict, prog: str | None = None,
+                 sources: dict | None = None) -> argparse.ArgumentParser:
+    """The train command's flags: its own, then one per config key (dotted for nested keys).
+
+    `defaults` are the values the help shows, `sources` (optional) the file that set each.
+    """
     from zscrgan.config import CHOICES
-    from zscrgan.errors import ArgumentParser
+    from zscrgan.flags import ArgumentParser
 
     p = ArgumentParser(prog=prog, description=TRAIN_DOC, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset",
                    help="dataset folder name under --data_root; configs/<DATASET>.yaml applies if it exists "
                         "[default: DEMO]")
-    p.add_argument("--config", metavar="FILE", help="a YAML file of config keys, applied over configs/<DATASET>.yaml")
+    p.add_argument("--config", metavar="FILE",
+                   help="a YAML file of config keys, or the name of one shipped in configs/ (e.g. demo_cub_sizes), "
+                        "applied over configs/<DATASET>.yaml")
     p.add_argument("--time_budget", type=float, metavar="MINUTES",
                    help="stop before a round would end past this many minutes (the first round always runs)")
-    p.add_argument("--data_root", metavar="DIR", default=os.environ.get(DATA_ROOT_ENV) or "datasets",
+    p.add_argument("--data_root", metavar="DIR", default=_data_root_default(),
                    help=f"folder holding the dataset folders [default: ${DATA_ROOT_ENV} if set, else ./datasets]")
     p.add_argument("--results_root", metavar="DIR", default="retrieved_res",
                    help="where <DATASET>_res/acc<score>.pkl files go [default: ./retrieved_res]")
@@ -63,15 +74,16 @@ def build_parser(defaults: dict, meanings: dict, prog: str | None = None) -> arg
                    help="print the resolved config (defaults, dataset file, --config, flags) and exit")
     groups = {"": p.add_argument_group(
         "config keys (configs/default.yaml; a flag overrides the dataset's file and --config)")}
+    sources = sources or {}
     for name, default in defaults.items():
         section = name.rpartition(".")[0]
         if section not in groups:
             groups[section] = p.add_argument_group(f"{section}.* config keys")
         choices = CHOICES.get(name) or (("true", "false") if isinstance(default, bool) else None)
         metavar = "{%s}" % ",".join(choices) if choices else type(default).__name__.upper()
-        meaning = meanings.get(name, "").replace("%", "%%")
-        groups[section].add_argument(f"--{name}", dest=f"cfg_{name}", metavar=metavar,
-                                     help=f"{meaning} [default: {_shown(default)}]")
+        where = f", from {sources[name]}" if name in sources else ""
+        shown = f"{meanings.get(name, '')} [default: {_shown(default)}{where}]"
+        groups[section].add_argument(f"--{name}", dest=f"cfg_{name}", metavar=metavar, help=shown.replace("%", "%%"))
     return p
 
 
@@ -192,6 +204,49 @@ def dataset_recommendation(args) -> dict:
     return {"recommended": {"input_scaling": scaling}, "recommended_source": str(folder / "meta.json")}
 
 
+def _help_defaults(argv: list) -> tuple[dict, dict]:
+    """What `--help` shows for the --dataset, --config and --data_root in `argv`: each config key's value
+    as a run would resolve it, and the file that set it (configs/default.yaml, the dataset folder's
+    meta.json, configs/<DATASET>.yaml or --config)."""
+    from zscrgan.config import (CHOICES, CONFIG_DIR, DEFAULT_FILE, find_shipped, flatten, load_config, method_file,
+                                read_yaml, schema, to_plain)
+    from zscrgan.flags import ArgumentParser
+
+    pre = ArgumentParser(add_help=False)
+    pre.add_argument("--dataset", default="DEMO")
+    pre.add_argument("--config")
+    pre.add_argument("--data_root", default=_data_root_default())
+    args, _ = pre.parse_known_args(argv)
+    config = args.config and find_shipped(args.config, CONFIG_DIR, "--config")
+    recommendation = dataset_recommendation(args)
+    cfg = load_config(args.dataset, config, **recommendation)
+    resolved = flatten(to_plain(cfg))
+    # Every key, `dataset` aside; another method's own keys show that method's defaults.
+    values = {key: resolved.get(key, default) for key, default in flatten(schema()).items()}
+
+    def shipped_name(path: Path) -> str:
+        return f"configs/{path.relative_to(CONFIG_DIR)}"
+
+    layers = [(shipped_name(DEFAULT_FILE), read_yaml(DEFAULT_FILE))]
+    for method in CHOICES["method"]:  # each method's file sets its own keys; the run's method's file, more
+        layer = read_yaml(method_file(method))
+        layer.pop("choices", None)
+        layers.append((shipped_name(method_file(method)), layer if method == cfg.method else {method: layer.get(method, {})}))
+    if recommendation:
+        layers.append((recommendation["recommended_source"], recommendation["recommended"]))
+    dataset_file = CONFIG_DIR / f"{args.dataset}.yaml"
+    if dataset_file.is_file():
+        layers.append((shipped_name(dataset_file), read_yaml(dataset_file)))
+    if config:
+        layers.append((shipped_name(config) if config.is_relative_to(CONFIG_DIR) else str(config), read_yaml(config)))
+    sources, last = {}, {}
+    for source, layer in layers:
+        for key, value in flatten(layer).items():
+            sources[key], last[key] = source, value
+    # A value no listed file gave (a layer load_config has and this list lacks) is shown without a source.
+    return values, {key: source for key, source in sources.items() if last[key] == values[key]}
+
+
 def train_main(argv=None, prog: str | None = None) -> int:
     """`zscrgan train` (and `python main.py`): parse the flags, then train, resume or evaluate.
 
@@ -199,19 +254,28 @@ def train_main(argv=None, prog: str | None = None) -> int:
     """
     import yaml
 
-    from zscrgan.config import (DEFAULT_FILE, flatten, key_meanings, load_config, parse_flag_value, read_yaml,
-                                to_plain, unflatten)
+    from zscrgan.config import (CONFIG_DIR, all_key_meanings, find_shipped, flatten, load_config, parse_flag_value,
+                                read_yaml, schema, to_plain, unflatten)
     from zscrgan.errors import UserError, one_line
     from zscrgan.provenance import default_run_name, new_folder
 
-    defaults = flatten(read_yaml(DEFAULT_FILE))
-    args = build_parser(defaults, key_meanings(), prog).parse_args(argv)
+    defaults, sources = flatten(schema()), None
+    given = sys.argv[1:] if argv is None else list(argv)
+    if "-h" in given or "--help" in given:
+        try:
+            defaults, sources = _help_defaults(given)
+        except UserError as e:
+            print(f"error: {one_line(e)}", file=sys.stderr)
+            return 2
+    args = build_parser(defaults, all_key_meanings(), prog, sources).parse_args(argv)
     args.command = sys.argv if argv is None else [prog or "main.py", *argv]  # recorded in the run's provenance
     overrides = unflatten({k: parse_flag_value(getattr(args, f"cfg_{k}")) for k in defaults
                            if getattr(args, f"cfg_{k}") is not None})
     summary = None
     try:
         _check_flags(args)
+        if args.config is not None:
+            args.config = find_shipped(args.config, CONFIG_DIR, "--config")
         args.dataset = args.dataset or "DEMO"
         if args.resume or args.evaluate:
             if args.resume and args.evaluate:
@@ -266,12 +330,14 @@ COMMANDS = {
     "train": ("zscrgan.cli", "train_main", (), False, "train a model (the default flags run the demo)"),
     "report": ("zscrgan.report", "main", (), False, "mean +- std and Prec@K curves of finished runs"),
     "convert": ("zscrgan.data.__main__", "main", ("convert",), False,
-                "convert a public feature release into a dataset folder"),
+                "convert a public feature release, or your own arrays, into a dataset folder"),
     "inspect": ("zscrgan.data.__main__", "main", ("inspect",), False, "validate a dataset folder and summarise it"),
     "baseline": ("zscrgan.baseline", "main", (), False, "the ridge-regression reference on a dataset folder"),
     "study": ("zscrgan.study", "main", (), False, "many runs over datasets, variants and seeds"),
     "retrieve": ("zscrgan.retrieve", "main", (), True,
                  "rank a gallery of image features for text queries with a trained run"),
+    "diagnose": ("zscrgan.diagnose", "main", (), True,
+                 "score a trained run in every space it offers, with upper bounds and the ridge reference"),
 }
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
 import re
 from pathlib import Path
 from typing import Any, Mapping
@@ -21,19 +22,46 @@ from zscrgan.files import not_a_file
 
 
 
-def _config_dir() -> Path:
-    """configs/ shipped inside the installed package, else the checkout's top-level configs/."""
+def shipped_dir(name: str) -> Path:
+    """A folder of files shipped with zscrgan (configs/, studies/): inside the installed package, else at the
+    checkout's top level."""
     here = Path(__file__).resolve().parent
-    installed = here / "configs"
-    return installed if (installed / "default.yaml").is_file() else here.parent / "configs"
+    installed = here / name
+    return installed if installed.is_dir() else here.parent / name
 
 
-CONFIG_DIR = _config_dir()
+def find_shipped(name: str | Path, folder: Path, flag: str) -> Path:
+    """The YAML file `name`: a path when one exists there, else the file of that name (`.yaml` optional,
+    subfolders allowed) shipped in `folder`; a UserError naming `flag` and the shipped names otherwise."""
+    path = Path(name)
+    if os.path.lexists(path):
+        return path
+    shipped = folder / (path if path.suffix == ".yaml" else path.with_name(f"{path.name}.yaml"))
+    if not path.is_absolute() and shipped.resolve().is_relative_to(folder.resolve()) and shipped.is_file():
+        return shipped
+    names = sorted(str(f.relative_to(folder).with_suffix("")) for f in folder.rglob("*.yaml"))
+    raise UserError(f"{flag} {name}: no such file, nor one of the names shipped with zscrgan ({', '.join(names)})")
+
+
+CONFIG_DIR = shipped_dir("configs")
 DEFAULT_FILE = CONFIG_DIR / "default.yaml"
+METHOD_DIR = CONFIG_DIR / "methods"  # <method>.yaml: a method's own keys (a section named after it) and defaults
+
+
+def method_file(method: str) -> Path:
+    return METHOD_DIR / f"{method}.yaml"
+
+
+def method_names() -> tuple[str, ...]:
+    """The methods a run can train: one config file each under configs/methods/ (zscrgan first)."""
+    names = sorted(p.stem for p in METHOD_DIR.glob("*.yaml"))
+    return tuple(sorted(names, key=lambda n: n != "zscrgan"))
 
 # Keys whose value must be one of a fixed set (the first entry is the released behaviour).
 CHOICES = {
+    "method": method_names(),
     "protocol": ("released", "validated"),
+    "query_protocol": ("per_text", "per_class"),
     "input_scaling": ("none", "l2_sqrt_dim", "seen_rms"),
     "divergence": ("released", "kl"),
     "triplet": ("batch_mean", "per_sample"),
@@ -42,6 +70,22 @@ CHOICES = {
     "precision": ("float32", "mixed_bfloat16", "mixed_float16"),
     "device": ("auto", "cpu", "gpu"),
 }
+
+
+def _method_choices() -> dict:
+    """Each method file's `choices:` mapping, as CHOICES entries for its own dotted keys."""
+    out = {}
+    for method in CHOICES["method"]:
+        try:
+            given = yaml.safe_load(method_file(method).read_text(encoding="utf-8")) or {}
+        except (OSError, yaml.YAMLError):
+            continue  # reading the file for a run reports it
+        for key, options in (given.get("choices") or {}).items():
+            out[f"{method}.{key}"] = tuple(options)
+    return out
+
+
+CHOICES.update(_method_choices())
 # Keys that must be strictly positive; the rest of the numeric keys must be non-negative.
 POSITIVE = {"batch_size", "gf_dim", "df_dim", "embed_dim", "z_dim", "top_k", "eval_draws",
             "e_step_iters", "m_step_iters", "critic_steps", "kmeans_clusters"}
@@ -73,6 +117,15 @@ class _StrictLoader(yaml.SafeLoader):
 
 
 _StrictLoader.add_constructor("tag:yaml.org,2002:map", _StrictLoader.construct_yaml_map)
+
+# Numbers as YAML 1.2 and Python write them: PyYAML follows YAML 1.1, whose floats need a dot and a signed
+# exponent, so it reads `1e-3`, `1E3`, `-2e5` and `-.5` as strings. This resolver, tried after YAML 1.1's
+# own int and float patterns, reads any decimal with a dot or an exponent (underscores between digits
+# allowed, as in `1_000.5`) as a float; integers such as `1_000` are YAML 1.1 ints already.
+_FLOAT = re.compile(r"""^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?(?:[eE][-+]?[0-9]+)
+                              |[0-9][0-9_]*\.[0-9_]*
+                              |\.[0-9][0-9_]*(?:[eE][-+]?[0-9]+)?)$""", re.X)
+_StrictLoader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT, list("-+0123456789."))
 
 
 def read_yaml(path: Path) -> dict:
@@ -156,6 +209,14 @@ _KEY_LINE = re.compile(r"^(?P<indent> *)(?P<key>[A-Za-z_]\w*):(?P<value>[^#]*)(#
 _CONTINUED = re.compile(r"^ +#\s?(?P<comment>.*)$")
 
 
+def all_key_meanings() -> dict[str, str]:
+    """`key_meanings` of configs/default.yaml and of every method's file (its own keys, dotted)."""
+    out = key_meanings()
+    for method in CHOICES["method"]:
+        out.update({k: v for k, v in key_meanings(method_file(method)).items() if k.startswith(f"{method}.")})
+    return out
+
+
 def key_meanings(path: Path = DEFAULT_FILE) -> dict[str, str]:
     """Each key's meaning, from its trailing `# comment` in a config file; nested keys get dotted names.
 
@@ -206,35 +267,89 @@ def unflatten(flat: Mapping[str, Any]) -> dict:
     return out
 
 
+
+def with_method(base: dict, method: str) -> dict:
+    """`base` with the method's file layered over it: its own section (named after the method) joins
+    the schema with its defaults, and its other keys override the shared defaults."""
+    if method not in CHOICES["method"]:
+        raise UserError(f"config: key 'method' must be one of {', '.join(CHOICES['method'])}, got {brief(method)}")
+    path = method_file(method)
+    layer = read_yaml(path)
+    layer.pop("choices", None)  # read once, into CHOICES
+    own = layer.pop(method, None)
+    if own is not None and not isinstance(own, dict):
+        raise UserError(f"{path}: '{method}' must be a mapping of the method's own keys")
+    out = merge(base, layer, str(path))
+    if own:
+        out[method] = dict(own)
+    out["method"] = method
+    return out
+
+
+def schema() -> dict:
+    """Every key a config can set: the defaults, and each method's own section (for flags and help)."""
+    out = read_yaml(DEFAULT_FILE)
+    for method in CHOICES["method"]:
+        own = read_yaml(method_file(method)).get(method)
+        if isinstance(own, dict):
+            out[method] = own
+    return out
+
+
+def _chosen_method(layers: list[Mapping]) -> str:
+    """The method of the last layer that names one (the default's otherwise)."""
+    method = "zscrgan"
+    for layer in layers:
+        if isinstance(layer, Mapping) and "method" in layer:
+            method = layer["method"]
+    return method
+
+
 def load_config(dataset: str, config_file: str | Path | None = None,
                 overrides: Mapping[str, Any] | None = None, saved: str | Path | None = None,
                 recommended: Mapping[str, Any] | None = None, recommended_source: str = "dataset") -> EasyDict:
     """Resolve the configuration for `dataset`; `overrides` are command-line values (already parsed).
 
-    `saved` is a run's resolved config (when resuming): it replaces the dataset and user files.
-    `recommended` holds what the dataset folder itself recommends (from `recommended_source`): it
-    applies over the defaults, under every file and flag.
+    Layers, each over the one before: configs/default.yaml, configs/methods/<method>.yaml (the method
+    any layer chooses), what the dataset folder recommends (`recommended`, from `recommended_source`),
+    configs/<dataset>.yaml, `config_file`, `overrides`. `saved` is a run's resolved config (when
+    resuming): it replaces the dataset and user files.
     """
-    cfg = read_yaml(DEFAULT_FILE)
-    if recommended and saved is None:
-        cfg = merge(cfg, recommended, recommended_source)
     if saved is not None:
         resolved = read_yaml(Path(saved))
         resolved.pop("dataset", None)
-        cfg = merge(cfg, resolved, str(saved))
+        files = [(resolved, str(saved))]
     else:
+        files = []
         dataset_file = CONFIG_DIR / f"{dataset}.yaml"
         if dataset_file.exists():
-            cfg = merge(cfg, read_yaml(dataset_file), str(dataset_file))
+            files.append((read_yaml(dataset_file), str(dataset_file)))
         if config_file is not None:
-            cfg = merge(cfg, read_yaml(Path(config_file)), str(config_file))
+            files.append((read_yaml(Path(config_file)), str(config_file)))
+    layers = [layer for layer, _ in files] + [overrides or {}]
+    method = _chosen_method(layers)
+    if not isinstance(method, str):
+        raise UserError(f"config: key 'method' must be one of {', '.join(CHOICES['method'])}, got {brief(method)}")
+    cfg = with_method(read_yaml(DEFAULT_FILE), method)
+    if recommended and saved is None:
+        cfg = merge(cfg, recommended, recommended_source)
+    for layer, source in files:
+        cfg = merge(cfg, _other_methods_refused(layer, method, source), source)
     if overrides:
-        cfg = merge(cfg, overrides, "command line")
+        cfg = merge(cfg, _other_methods_refused(overrides, method, "command line"), "command line")
     if not 0.0 < cfg["val_fraction"] < 1.0:
         raise UserError(f"config: key 'val_fraction' must be between 0 and 1, got {cfg['val_fraction']!r}")
     _check_limits(cfg)
     cfg["dataset"] = dataset
     return EasyDict(cfg)
+
+
+def _other_methods_refused(layer: Mapping, method: str, source: str) -> Mapping:
+    """`layer`, unless it sets another method's own keys (they would do nothing)."""
+    for other in CHOICES["method"]:
+        if other != method and other in layer:
+            raise UserError(f"{source}: the '{other}.*' keys apply to method {other}; this config's method is {method}")
+    return layer
 
 
 def _check_limits(cfg: Mapping) -> None:

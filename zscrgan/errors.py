@@ -1,6 +1,5 @@
 """The one exception type that the command line turns into a single clear line and a non-zero exit."""
 
-import argparse
 import reprlib
 
 # Longest value an error message shows: a message never hangs or floods on a huge or self-similar value.
@@ -45,11 +44,3 @@ def one_line(message: str, limit: int = 2000) -> str:
     """An error message as the command line prints it: one line, at most `limit` characters."""
     text = " ".join(str(message).splitlines())
     return text if len(text) <= limit else text[:limit - 3] + "..."
-
-
-class ArgumentParser(argparse.ArgumentParser):
-    """argparse's parser whose usage errors (an unknown flag, a bad value) are one line that ends
-    with where the help is, instead of the whole usage before the line that matters."""
-
-    def error(self, message):
-        self.exit(2, f"{self.prog}: error: {one_line(message, 500)}; see {self.prog} --help\n")

@@ -25,11 +25,16 @@ class RetrievalSet:
     gallery_labels: np.ndarray  # [G]
 
     @classmethod
-    def from_classes(cls, image: dict, text: dict, classes: Sequence[int]) -> "RetrievalSet":
-        """Queries: every text of each class in `classes` order; gallery: every image of those classes."""
-        texts = np.concatenate([text[c] for c in classes]).astype(np.float32)
+    def from_classes(cls, image: dict, text: dict, classes: Sequence[int], per_class: bool = False) -> "RetrievalSet":
+        """Queries: every text of each class in `classes` order (`per_class`: one query per class, the
+        mean of its texts); gallery: every image of those classes."""
+        if per_class:
+            texts = np.stack([np.asarray(text[c], np.float64).mean(axis=0) for c in classes]).astype(np.float32)
+            q_labels = np.asarray(list(classes), np.int64)
+        else:
+            texts = np.concatenate([text[c] for c in classes]).astype(np.float32)
+            q_labels = np.concatenate([np.full(len(text[c]), c, np.int64) for c in classes])
         images = np.concatenate([image[c] for c in classes]).astype(np.float32)
-        q_labels = np.concatenate([np.full(len(text[c]), c, np.int64) for c in classes])
         g_labels = np.concatenate([np.full(len(image[c]), c, np.int64) for c in classes])
         return cls(texts, q_labels, images, g_labels)
 
@@ -44,14 +49,14 @@ def in_chunks(fn, x: np.ndarray) -> tf.Tensor:
     return tf.concat([fn(tf.constant(x[i:i + QUERY_CHUNK])) for i in range(0, len(x), QUERY_CHUNK)], axis=0)
 
 
-def evaluate(trainer, rset: RetrievalSet, k: int) -> tuple[dict, np.ndarray]:
-    """Embed queries (and, chunk by chunk, the gallery) with the trainer's networks, retrieve the top k,
-    score them.
+def evaluate(method, rset: RetrievalSet, k: int) -> tuple[dict, np.ndarray]:
+    """Embed queries (and, chunk by chunk, the gallery) with a method (`zscrgan.methods.base.Method`),
+    retrieve the top k, score them.
 
     Returns (metrics as `retrieval_metrics` gives them, retrieved gallery labels [Q, k]).
     """
-    query_emb = in_chunks(trainer.embed_queries, rset.texts)
-    _, rows = search(query_emb, rset.images, k, embed=trainer.embed_gallery)
+    query_emb = in_chunks(method.embed_queries, rset.texts)
+    _, rows = search(query_emb, rset.images, k, embed=method.embed_gallery)
     retrieved = rset.gallery_labels[rows]
     return retrieval_metrics(rset.query_labels, retrieved), retrieved
 

@@ -30,9 +30,9 @@ PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HISTORY = "provenance.jsonl"
 # Files whose presence means a folder already holds a run.
 RUN_FILES = (HISTORY, "config.yaml", "metrics.jsonl", "summary.json")
-# Config keys that fix the shapes of the saved weights: a resume cannot change them.
-ARCHITECTURE_KEYS = ("gf_dim", "df_dim", "embed_dim", "z_dim", "demo")
-
+# Config keys that fix what a run's saved state is: a resume cannot change them (each method adds
+# the keys that fix its weights' shapes, `Method.architecture_keys`).
+ARCHITECTURE_KEYS = ("method", "demo")
 
 def holds_run(folder: Path) -> bool:
     return any((Path(folder) / name).exists() for name in RUN_FILES)
@@ -80,13 +80,29 @@ def default_run_name(cfg: Mapping, label: str | None = None, seeds: bool = False
             + ("seeds" if seeds else f"seed{cfg['seed']}"))
 
 
-def architecture_change(saved: Mapping, cfg: Mapping) -> str | None:
-    """The first architecture key whose value differs between a run's saved config and `cfg`, if any."""
-    for key in ARCHITECTURE_KEYS:
-        if key in saved and saved[key] != cfg.get(key):
+def architecture_change(saved: Mapping, cfg: Mapping, keys=("gf_dim", "df_dim", "embed_dim", "z_dim")) -> str | None:
+    """The first key of ARCHITECTURE_KEYS and `keys` (dotted for a method's own keys) whose value
+    differs between a run's saved config and `cfg`, if any. A saved config without `method` was
+    trained by zscrgan (the only method before the key existed)."""
+    saved, cfg = ({"method": "zscrgan", **c} for c in (saved, cfg))
+    for key in ARCHITECTURE_KEYS + tuple(keys):
+        was, now = dotted_value(saved, key), dotted_value(cfg, key)
+        if was is not _MISSING and was != now:
             return key
     return None
 
+
+_MISSING = object()
+
+
+def dotted_value(cfg: Mapping, key: str):
+    """cfg's value at a dotted key, or _MISSING."""
+    node = cfg
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
 
 def dataset_fingerprint(folder: Path) -> dict:
     """SHA-256 of every file in the dataset folder (not recursing), by file name."""

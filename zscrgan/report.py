@@ -23,8 +23,9 @@ from pathlib import Path
 
 from zscrgan.atomic import atomic_file, write_text_atomic
 from zscrgan.config import config_hash, read_yaml
-from zscrgan.errors import ArgumentParser, UserError, brief, one_line
+from zscrgan.errors import UserError, brief, one_line
 from zscrgan.files import not_an_output_file, read_text_file
+from zscrgan.flags import ArgumentParser
 
 METRICS = (("prec", "Prec"), ("map", "mAP"), ("top1", "Top-1"))
 STAGES = (("released", "best unseen round (released figure)"), ("selected", "selected round"),
@@ -204,6 +205,8 @@ def table_rows(entries: list[dict]) -> list[dict]:
                 row[f"{stage}_{metric}_mean"], row[f"{stage}_{metric}_std"] = mean, std
         for metric, _ in METRICS:
             row[f"paper_{metric}"] = (e.get("paper") or {}).get(metric)
+        row["queries"] = e.get("queries", "")
+        row["paper_queries"] = (e.get("paper") or {}).get("queries", "")
         row["notes"] = e.get("notes", "")
         rows.append(row)
     return rows
@@ -222,14 +225,16 @@ def to_markdown(rows: list[dict], k: int = 50) -> str:
     head = ["dataset", "variant", "runs"]
     for stage, title in STAGES:
         head += [f"{title}: Prec@{k}", "mAP@" + str(k), "Top-1"]
-    head += ["paper Prec@50 / mAP@50 / Top-1 (%)", "notes"]
+    head += ["queries", "paper Prec@50 / mAP@50 / Top-1 (%)", "paper's queries", "notes"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for row in rows:
         cells = [row["dataset"], row["variant"], f"{row['finished']}/{row['total']}"]
         for stage, _ in STAGES:
             cells += [cell(row[f"{stage}_{m}_mean"], row[f"{stage}_{m}_std"]) for m, _ in METRICS]
         paper = [row[f"paper_{m}"] for m, _ in METRICS]
+        cells.append(row["queries"])
         cells.append(" / ".join("–" if p is None else f"{p:g}" for p in paper) if any(p is not None for p in paper) else "")
+        cells.append(row["paper_queries"])
         cells.append(row["notes"])
         lines.append("| " + " | ".join(str(c) for c in cells) + " |")
     return "\n".join(lines) + "\n"
@@ -310,7 +315,7 @@ def plot_curves(groups: list[tuple[str, list[dict]]], path: Path, title: str) ->
 
 
 # --- study tables ------------------------------------------------------------------------------------
-def ridge_entry(dataset: str, data_root: Path, cfg) -> dict:
+def ridge_entry(dataset: str, data_root: Path, cfg, query_protocol: str = "per_text") -> dict:
     """The ridge reference on the dataset's seen / unseen split, with the study's input scaling."""
     from zscrgan.baseline import ridge_baseline
     from zscrgan.data.release import load_dataset
@@ -319,9 +324,10 @@ def ridge_entry(dataset: str, data_root: Path, cfg) -> dict:
     ds = load_dataset(Path(data_root) / dataset)
     image = scale_modality(ds.image, ds.seen, cfg.input_scaling)
     text = scale_modality(ds.text, ds.seen, cfg.input_scaling)
-    m = ridge_baseline(image, text, ds.seen, ds.unseen, k=cfg.top_k)
+    m = ridge_baseline(image, text, ds.seen, ds.unseen, k=cfg.top_k, per_class=query_protocol == "per_class")
     stats = {(stage, metric): (m[metric], None, 1) for stage, _ in STAGES for metric, _ in METRICS}
     return {"dataset": dataset, "variant": "ridge reference", "runs": [], "finished": 1, "total": 1, "stats": stats,
+            "queries": query_protocol.replace("_", " "),
             "notes": f"one ridge fit on all seen classes (class-mean targets, input_scaling {cfg.input_scaling}); no rounds"}
 
 
@@ -347,6 +353,7 @@ def write_study_tables(study, folder: Path, data_root: Path) -> dict:
                 else:
                     notes.append(f"seed {trial.seed} {status}" + (f": {detail}" if detail else ""))
             entries.append({"dataset": dataset, "variant": variant, "runs": runs, "total": len(study.seeds),
+                            "queries": study.query_protocol.replace("_", " "),
                             "paper": study.paper.get(variant, {}).get(dataset), "notes": "; ".join(notes)})
             if runs:
                 plot_groups.append((variant, runs))
@@ -360,7 +367,7 @@ def write_study_tables(study, folder: Path, data_root: Path) -> dict:
                             "notes": f"seed {study.seeds[0]}; validation Prec {searched['val_prec']:.4f}; {chosen}"})
         cfg = load_config(dataset, overrides=study.config)
         try:
-            entries.append(ridge_entry(dataset, data_root, cfg))
+            entries.append(ridge_entry(dataset, data_root, cfg, study.query_protocol))
         except UserError as e:
             entries.append({"dataset": dataset, "variant": "ridge reference", "runs": [], "finished": 0, "total": 1,
                             "notes": f"not computed: {e}"})

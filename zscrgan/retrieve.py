@@ -8,7 +8,8 @@ texts.npy holds [Q, text_dim] float text vectors, images.npy [G, image_dim] floa
 of the same kinds as the run's training dataset. The gallery is memory-mapped and embedded and scored
 in chunks with a running top-K merge, so memory does not grow with it. Each query is CSEM(G(c, z)),
 averaged over `--eval_draws` noise draws (default: the run's eval_draws), drawn from `--seed`: the same
-seed and inputs give the same output. A run trained with input scaling scales both files as it scaled
+seed and inputs give the same output (for ZSCRGAN; every method embeds texts and images into a space
+where cosine ranks the gallery, see `zscrgan.methods`). A run trained with input scaling scales both files as it scaled
 its training data (the factors are in RUN_DIR/input_scaling.json).
 
 The output file (numpy .npz, written atomically, at exactly the given name) holds `indices` [Q, K]
@@ -41,15 +42,18 @@ tf = start_tensorflow()  # before the modules below import it: its start-up nois
 from zscrgan.atomic import atomic_file  # noqa: E402
 from zscrgan.cli import DATA_ROOT_ENV  # noqa: E402
 from zscrgan.config import load_config, read_yaml  # noqa: E402
+from zscrgan.flags import ArgumentParser  # noqa: E402
 from zscrgan.data.release import load_dataset  # noqa: E402
 from zscrgan.data.scaling import scale_rows, scaling_record  # noqa: E402
 from zscrgan.errors import UserError  # noqa: E402
 from zscrgan.evaluate import in_chunks  # noqa: E402
+from zscrgan.methods import build_method  # noqa: E402
+from zscrgan.methods.base import Method  # noqa: E402
 from zscrgan.run import SCALING_FILE, find_checkpoint  # noqa: E402
 from zscrgan.search import GALLERY_CHUNK, search  # noqa: E402
-from zscrgan.train import Trainer  # noqa: E402
 
-# Checkpoint entries whose shapes give the run's input dimensions: [image_dim, e] and [text_dim, 2e].
+# Checkpoint entries whose shapes give the input dimensions of a ZSCRGAN run saved before the
+# dimensions were recorded in its state.json: [image_dim, e] and [text_dim, 2e].
 _CSEM_KERNEL = "model/csem/fc/kernel/.ATTRIBUTES/VARIABLE_VALUE"
 _ENCODER_KERNEL = "model/encoder/fc/kernel/.ATTRIBUTES/VARIABLE_VALUE"
 
@@ -58,29 +62,29 @@ _ENCODER_KERNEL = "model/encoder/fc/kernel/.ATTRIBUTES/VARIABLE_VALUE"
 class Retriever:
     """A trained model ready to embed text and image vectors and to search galleries of any size."""
 
-    trainer: Trainer
+    method: Method
     scaling: dict  # `zscrgan.data.scaling.scaling_record` of the run's dataset
     eval_draws: int
     top_k: int
 
     @property
     def text_dim(self) -> int:
-        return int(self.trainer.model.encoder.fc.kernel.shape[0])
+        return self.method.text_dim
 
     @property
     def image_dim(self) -> int:
-        return int(self.trainer.model.csem.fc.kernel.shape[0])
+        return self.method.image_dim
 
     def embed_texts(self, texts, seed: int = 0, draws: int | None = None) -> np.ndarray:
-        """Common-space vectors [n, e] of raw text vectors [n, text_dim]: CSEM(G(c, z)) averaged over
-        `draws` noise draws (default: the run's eval_draws), the noise drawn from `seed`."""
-        self.trainer.noise.reset_from_seed(seed)
-        self.trainer.cfg.eval_draws = draws or self.eval_draws
+        """Common-space vectors [n, e] of raw text vectors [n, text_dim] (ZSCRGAN: CSEM(G(c, z))),
+        averaged over `draws` noise draws (default: the run's eval_draws), the noise drawn from `seed`."""
+        self.method.reset_noise(seed)
+        draws = draws or self.eval_draws
         texts = scale_rows(np.asarray(texts, np.float32), self.scaling["input_scaling"], self.scaling["text_factor"])
-        return in_chunks(self.trainer.embed_queries, texts).numpy()
+        return in_chunks(lambda rows: self.method.embed_queries(rows, draws), texts).numpy()
 
     def embed_images(self, images) -> np.ndarray:
-        """Common-space vectors [n, e] of raw image features [n, image_dim]: CSEM(x)."""
+        """Common-space vectors [n, e] of raw image features [n, image_dim] (ZSCRGAN: CSEM(x))."""
         return in_chunks(self._embed_gallery, np.asarray(images, np.float32)).numpy()
 
     def search(self, texts, gallery, k: int | None = None, seed: int = 0, draws: int | None = None,
@@ -99,7 +103,7 @@ class Retriever:
         mode = self.scaling["input_scaling"]
         if mode != "none":
             rows = tf.convert_to_tensor(scale_rows(rows.numpy(), mode, self.scaling["image_factor"]))
-        return self.trainer.embed_gallery(rows)
+        return self.method.embed_gallery(rows)
 
 
 def load_run(run_dir, data_root="datasets") -> Retriever:
@@ -117,10 +121,19 @@ def load_run(run_dir, data_root="datasets") -> Retriever:
     if folder is None:
         raise UserError(f"{run_dir / 'checkpoints' / 'best'}: no saved weights; the run has not finished a round")
     prefix = str(folder / "ckpt")
+    image_dim, text_dim = _saved_dims(folder, prefix)
+    method = build_method(cfg, image_dim, text_dim)
+    tf.train.Checkpoint(**method.weight_objects()).read(prefix).assert_existing_objects_matched()
+    return Retriever(method, _run_scaling(run_dir, cfg, Path(data_root)), cfg.eval_draws, cfg.top_k)
+
+
+def _saved_dims(folder: Path, prefix: str) -> tuple[int, int]:
+    """(image_dim, text_dim) of the data a saved checkpoint was trained on."""
+    state = json.loads((folder / "state.json").read_text(encoding="utf-8"))
+    if "image_dim" in state:
+        return int(state["image_dim"]), int(state["text_dim"])
     shapes = tf.train.load_checkpoint(prefix).get_variable_to_shape_map()
-    trainer = Trainer(cfg, shapes[_CSEM_KERNEL][0], shapes[_ENCODER_KERNEL][0])
-    tf.train.Checkpoint(model=trainer.model).read(prefix).assert_existing_objects_matched()
-    return Retriever(trainer, _run_scaling(run_dir, cfg, Path(data_root)), cfg.eval_draws, cfg.top_k)
+    return shapes[_CSEM_KERNEL][0], shapes[_ENCODER_KERNEL][0]
 
 
 def _run_scaling(run_dir: Path, cfg, data_root: Path) -> dict:
@@ -159,7 +172,7 @@ def _check_dim(x: np.ndarray, path, want: int, what: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m zscrgan.retrieve", description=__doc__,
+    p = ArgumentParser(prog="python -m zscrgan.retrieve", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("run_dir", metavar="RUN_DIR", help="a run folder written by training")
     p.add_argument("--queries", required=True, metavar="FILE", help=".npy [Q, text_dim] float text vectors")

@@ -1,5 +1,6 @@
 """One training run: data, rounds of E-step / M-step / evaluation, and everything written to disk.
 
+The method the config names (`zscrgan.methods`) trains; this loop never names one.
 A run folder holds `config.yaml` (the resolved config), `input_scaling.json` (the input scaling and
 its factors, which `zscrgan.retrieve` applies to a user's vectors), `metrics.jsonl` (one JSON line per round),
 `summary.json`, `provenance.jsonl` (what started and resumed it), `checkpoints/` (best round's weights
@@ -28,28 +29,23 @@ import yaml
 
 from zscrgan import __version__
 from zscrgan.atomic import append_line, publish_copy, read_lines, remove_debris, retired_name, staged_folder, write_text_atomic
-from zscrgan.config import check_model_size, to_plain
+from zscrgan.config import to_plain
 from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
 from zscrgan.data.safe_pickle import dump_pickle
-from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows
 from zscrgan.data.scaling import scale_modality, scaling_record, unscaled_warning
-from zscrgan.device import describe_device, run_deterministic, select_device, set_determinism
+from zscrgan.device import describe_device, select_device, set_determinism
 from zscrgan.errors import UserError, brief
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
 from zscrgan.files import not_a_file
+from zscrgan.methods import build_method
+from zscrgan.methods.base import Phases, TrainingData
 from zscrgan.metrics import chance_prec
-from zscrgan.provenance import architecture_change, claim_run_dir, record_start
+from zscrgan.provenance import architecture_change, claim_run_dir, dotted_value, record_start
 from zscrgan.released import retrieval_file_name
-from zscrgan.train import PackedFeatures, Trainer
 
 DEMO = "DEMO"
-# A phase runs as compiled calls of about this many optimisation steps each, so that Ctrl-C is acted
-# on within about a second (at CUB sizes on two CPU cores); chunking costs no measurable time
-# (benchmarks/bench_chunks.py).
-CHUNK_STEPS = 60
 SCALING_FILE = "input_scaling.json"  # the run's input scaling and its factors, for scaling a user's vectors
-LOSS_NAMES = ("L_D", "L_G", "R", "L_C", "div")
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
@@ -121,7 +117,7 @@ class Data:
 
     name: str
     train_classes: list[int]
-    packed: PackedFeatures
+    training: TrainingData
     test: RetrievalSet
     val: RetrievalSet | None
     image_dim: int
@@ -130,7 +126,7 @@ class Data:
 
 
 def prepare_data(cfg, data_root: Path) -> Data:
-    """Load (or, for DEMO, make) the dataset, scale it, split it by protocol and pack it for training."""
+    """Load (or, for DEMO, make) the dataset, scale it and split it by protocol."""
     folder = Path(data_root) / cfg.dataset
     if cfg.dataset == DEMO:
         ensure_demo(folder, DemoSpec(**cfg.demo))
@@ -140,15 +136,17 @@ def prepare_data(cfg, data_root: Path) -> Data:
         print(warning, file=sys.stderr)
     image = scale_modality(ds.image, ds.seen, cfg.input_scaling)
     text = scale_modality(ds.text, ds.seen, cfg.input_scaling)
+    per_class = cfg.query_protocol == "per_class"
     if cfg.protocol == "validated":
         train_classes, val_classes = split_validation(list(ds.seen), cfg.val_fraction, cfg.seed)
-        val = RetrievalSet.from_classes(image, text, sorted(val_classes))
+        val = RetrievalSet.from_classes(image, text, sorted(val_classes), per_class)
     else:
         train_classes, val = list(ds.seen), None
-    packed = PackedFeatures.from_classes([image[c] for c in train_classes], [text[c] for c in train_classes])
+    training = TrainingData(train_classes, {c: image[c] for c in train_classes}, {c: text[c] for c in train_classes},
+                            ds.image_dim, ds.text_dim)
     # Queries and gallery in ascending class id order, the order the released code's dicts iterated.
-    test = RetrievalSet.from_classes(image, text, sorted(ds.unseen))
-    return Data(ds.name, train_classes, packed, test, val, ds.image_dim, ds.text_dim,
+    test = RetrievalSet.from_classes(image, text, sorted(ds.unseen), per_class)
+    return Data(ds.name, train_classes, training, test, val, ds.image_dim, ds.text_dim,
                 scaling_record(ds.image, ds.text, ds.seen, cfg.input_scaling))
 
 
@@ -166,32 +164,6 @@ class Best:
     test: dict = field(default_factory=dict)
     val: dict = field(default_factory=dict)
     best_test_any_round: float = -math.inf  # the released figure, kept beside the validated one
-
-
-def _off_main_thread(fn, *args, **kwargs):
-    """`fn(*args, **kwargs)` in a worker thread while the main thread waits for it.
-
-    Python runs a signal handler only in the main thread and only between bytecodes, so a Ctrl-C
-    handler would wait for a whole compiled call; a waiting main thread runs it at once. The worker's
-    result or exception is handed back unchanged. Off the main thread (a Ray Tune trial) `fn` runs in place.
-    """
-    if threading.current_thread() is not threading.main_thread():
-        return fn(*args, **kwargs)
-    outcome = {}
-
-    def work():
-        try:
-            outcome["value"] = fn(*args, **kwargs)
-        except BaseException as e:  # handed to the main thread, which raises it
-            outcome["error"] = e
-
-    worker = threading.Thread(target=work, name="zscrgan-phase", daemon=True)
-    worker.start()
-    while worker.is_alive():
-        worker.join(0.1)
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
 
 
 class StopFlag:
@@ -249,21 +221,16 @@ class Run:
         set_determinism(cfg.deterministic)
         with _memory_errors():
             self.data = prepare_data(cfg, data_root)
-            check_model_size(cfg, self.data.image_dim, self.data.text_dim)
-            self.trainer = Trainer(cfg, self.data.image_dim, self.data.text_dim)
-        packed = self.data.packed
-        self.sampler = ClassBatchSampler(packed.images_per_class.tolist(), cfg.batch_size, cfg.seed,
-                                         pad_short_batches=cfg.pad_short_batches, wrong_class=cfg.wrong_class,
-                                         class_texts=packed.texts.numpy()[:-1], kmeans_clusters=cfg.kmeans_clusters)
-        self.full_state = tf.train.Checkpoint(trainer=self.trainer)
-        self.weights = tf.train.Checkpoint(model=self.trainer.model)
+            self.method = build_method(cfg, self.data.image_dim, self.data.text_dim)
+            self.method.attach(self.data.training)
+        self.full_state = tf.train.Checkpoint(**self.method.checkpoint_objects())
+        self.weights = tf.train.Checkpoint(**self.method.weight_objects())
         self.best = Best()
         self.round = 0
         self.last_test: dict = {}
         self.files: dict = {"retrieval_files": [], "released_copies": []}
         self.resumed = False
         self._tb = None
-        self._e_chunk = max(1, CHUNK_STEPS // (cfg.critic_steps + 1))  # E-step iterations per compiled call
 
     # checkpoint layout
     @property
@@ -288,10 +255,11 @@ class Run:
         for folder in (self.run_dir, self.run_dir / "checkpoints"):
             remove_debris(folder)
         saved = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
-        changed = architecture_change(saved, self.cfg)
+        changed = architecture_change(saved, self.cfg, self.method.architecture_keys)
         if changed:
+            was = dotted_value({"method": "zscrgan", **saved}, changed)
             raise UserError(f"--{changed}: a resume cannot change an architecture key ({changed} is "
-                            f"{brief(saved[changed])} in {config}, {brief(self.cfg[changed])} given)")
+                            f"{brief(was)} in {config}, {brief(dotted_value(self.cfg, changed))} given)")
         folder = find_checkpoint(self.last_dir)
         if folder is None:
             self.resumed = True
@@ -303,7 +271,7 @@ class Run:
         state = read_checkpoint(self.full_state, folder)
         try:
             try:
-                self.sampler.load_state_dict(state["sampler"])
+                self.method.load_host_state(state)
             except UserError as err:
                 raise UserError(f"{folder / 'state.json'}: {err}") from None
             self.round = int(state["round"])
@@ -353,34 +321,13 @@ class Run:
         if not isinstance(state.get("round"), int):
             raise UserError(f"{folder / 'state.json'}: no round number; {_CORRUPT}")
         round_ = state["round"]
-        test, _ = evaluate(self.trainer, self.data.test, self.cfg.top_k)
+        test, _ = evaluate(self.method, self.data.test, self.cfg.top_k)
         out = {"round": round_, "eval_draws": self.cfg.eval_draws, "test": _headline(test),
                "per_class": test["per_class"]}
         if self.data.val is not None:
-            out["val"] = _headline(evaluate(self.trainer, self.data.val, self.cfg.top_k)[0])
+            out["val"] = _headline(evaluate(self.method, self.data.val, self.cfg.top_k)[0])
         write_text_atomic(self.run_dir / f"evaluation-draws{self.cfg.eval_draws}.json", json.dumps(out, indent=1))
         return out
-
-    def _schedule(self):
-        """The next E-step and M-step batches as index arrays, drawn in the released order.
-
-        Under `training: joint` there is no M-step, and its batches are None.
-        """
-        cfg, packed = self.cfg, self.data.packed
-        e_shape = (cfg.e_step_iters, cfg.critic_steps + 1, cfg.batch_size)
-        steps = [(e_shape, cfg.e_step_iters * (cfg.critic_steps + 1))]
-        if cfg.training == "em":
-            steps.append(((cfg.m_step_iters, cfg.batch_size), cfg.m_step_iters))
-        out = []
-        for shape, n in steps:
-            cls, img = self.sampler.schedule(n)
-            wrong_cls, wrong_img = self.sampler.wrong_pairs(cls, img)
-            out.append(tuple(tf.constant(a.reshape(shape), tf.int32) for a in (
-                to_rows(cls, img, packed.class_offsets, packed.image_pad_row),
-                text_rows(cls, packed.text_pad_row),
-                to_rows(wrong_cls, wrong_img, packed.class_offsets, packed.image_pad_row),
-                text_rows(wrong_cls, packed.text_pad_row))))
-        return out if len(out) == 2 else out + [None]
 
     def _write_retrievals(self, retrieved: np.ndarray, score: float) -> Path:
         """The retrieval file into the run folder, and a copy to the released path if no file is there."""
@@ -408,6 +355,8 @@ class Run:
                "best_test_prec_any_round": None if b.best_test_any_round == -math.inf else b.best_test_any_round,
                "chance_prec": chance_prec(self.data.test.gallery_labels, self.data.test.query_labels),
                "top_k": cfg.top_k, "run_dir": str(self.run_dir), **self.files}
+        if self.method.done():  # a closed-form method: its rounds are all done, whatever `rounds` asked
+            out["trained"] = True
         if cfg.protocol == "validated":
             out["val_at_selected_round"] = b.val
         return out
@@ -428,11 +377,11 @@ class Run:
     def _evaluate_round(self, losses: dict, seconds_train: float) -> dict:
         cfg = self.cfg
         t0 = time.perf_counter()
-        test, retrieved = evaluate(self.trainer, self.data.test, cfg.top_k)
+        test, retrieved = evaluate(self.method, self.data.test, cfg.top_k)
         record = {"round": self.round, "losses": losses, "test": _headline(test)}
         self.last_test = record["test"]
         if self.data.val is not None:
-            val, _ = evaluate(self.trainer, self.data.val, cfg.top_k)
+            val, _ = evaluate(self.method, self.data.val, cfg.top_k)
             record["val"] = _headline(val)
         record["seconds"] = {"train": round(seconds_train, 3), "eval": round(time.perf_counter() - t0, 3)}
         b = self.best
@@ -443,7 +392,9 @@ class Run:
         if record["new_best"]:
             b.round, b.score, b.test, b.val = self.round, score, record["test"], record.get("val", {})
             record["retrieval_file"] = str(self._write_retrievals(retrieved, test["prec"]))
-            save_checkpoint(self.weights, self.best_dir, {"round": self.round, "test": b.test, "val": b.val})
+            save_checkpoint(self.weights, self.best_dir, {"round": self.round, "test": b.test, "val": b.val,
+                                                          "image_dim": self.data.image_dim,
+                                                          "text_dim": self.data.text_dim})
         return record
 
     def _print_round(self, r: dict, elapsed: float, previous: list[float], budget_s: float | None) -> None:
@@ -451,7 +402,7 @@ class Run:
         (`previous`: this process's earlier round times; its first, which compiled the phases, is left
         out), or the time budget's rest if that ends sooner."""
         k, rounds = self.cfg.top_k, self.cfg.rounds
-        losses = " ".join(f"{n} {_fmt(r['losses'][n])}" for n in LOSS_NAMES + ("L_C_M",))
+        losses = " ".join(f"{n} {_fmt(v)}" for n, v in r["losses"].items())
         t = r["test"]
         line = (f"round {r['round']:4d}/{rounds} | {losses} | Prec@{k} {t['prec']:.4f} mAP@{k} {t['map']:.4f} "
                 f"Top-1 {t['top1']:.4f}")
@@ -499,10 +450,13 @@ class Run:
         started = time.perf_counter()
         round_times: list[float] = []
         stop_reason = f"completed {cfg.rounds} rounds"
-        packed = self.data.packed
         with StopFlag() as stop, _memory_errors():
+            phases = Phases(stop, cfg.deterministic)
             while True:
                 if self.round >= cfg.rounds:
+                    break
+                if self.round and self.method.done():
+                    stop_reason = f"completed: {cfg.method} is trained after round {self.round} (more rounds would change nothing)"
                     break
                 if time_budget_min is not None and round_times:
                     elapsed = time.perf_counter() - started
@@ -510,35 +464,20 @@ class Run:
                         stop_reason = f"time budget of {time_budget_min:g} min reached"
                         break
                 t0 = time.perf_counter()
-                e_batches, m_batches = self._schedule()
-                with run_deterministic(cfg.deterministic):
-                    e_out = _off_main_thread(self.trainer.e_step, packed.images, packed.texts, *e_batches,
-                                             chunk_iters=self._e_chunk,
-                                             stop=stop.between_chunks("E-step", cfg.e_step_iters))
-                l_c_m = None
-                if e_out is not None:
-                    if m_batches is None:  # joint training: the CSEM was updated on L_C within the E-step
-                        l_c_m = e_out[3]
-                    elif not stop.requested:
-                        with run_deterministic(cfg.deterministic):
-                            l_c_m = _off_main_thread(self.trainer.m_step, packed.images, packed.texts, *m_batches,
-                                                     chunk_iters=CHUNK_STEPS,
-                                                     stop=stop.between_chunks("M-step", cfg.m_step_iters))
-                if l_c_m is None:  # the last checkpoint still holds the previous round: resume repeats this one
+                round_losses = self.method.train_round(phases)
+                if round_losses is None:  # the last checkpoint still holds the previous round: resume repeats this one
                     stop_reason = (f"interrupted (Ctrl-C) in round {self.round + 1}, {stop.where or 'between phases'}; "
                                    "that round was not kept")
                     break
-                e_out = e_out.numpy()
                 self.round += 1
-                losses = {n: _finite_or_none(v) for n, v in zip(LOSS_NAMES, e_out)}
-                losses["L_C_M"] = _finite_or_none(l_c_m)
+                losses = {n: _finite_or_none(round_losses[n]) for n in self.method.loss_names}
                 record = self._evaluate_round(losses, time.perf_counter() - t0)
                 append_line(self.run_dir / "metrics.jsonl", json.dumps(record, allow_nan=False))
                 self._tensorboard(record)
                 self._print_round(record, time.perf_counter() - started, round_times,
                                   None if time_budget_min is None else time_budget_min * 60)
                 save_checkpoint(self.full_state, self.last_dir, {
-                    "round": self.round, "sampler": self.sampler.state_dict(), "best": vars(self.best),
+                    "round": self.round, **self.method.host_state(), "best": vars(self.best),
                     "last_test": self.last_test, "files": self.files, "data": self._data_identity()})
                 round_times.append(time.perf_counter() - t0)
                 if on_round is not None:

@@ -30,12 +30,14 @@ import tempfile
 import time
 import traceback
 from dataclasses import dataclass
+from importlib.util import find_spec
 from pathlib import Path
 
 from zscrgan.atomic import write_text_atomic
-from zscrgan.config import CHOICES, DEFAULT_FILE, MAX_INT, load_config, merge, read_yaml
-from zscrgan.errors import ArgumentParser, UserError, brief, one_line
+from zscrgan.config import CHOICES, MAX_INT, find_shipped, load_config, merge, read_yaml, schema, shipped_dir
+from zscrgan.errors import UserError, brief, one_line
 from zscrgan.files import not_a_folder, read_text_file
+from zscrgan.flags import ArgumentParser
 from zscrgan.provenance import holds_run
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log (workers inherit it)
@@ -49,7 +51,10 @@ STUDY_KEYS = {
     "rounds": "rounds per trial (default: the config's rounds)",
     "time_budget": "minutes per trial (a trial stops before a round would end past it)",
     "protocol": f"{' | '.join(CHOICES['protocol'])}: how each trial selects its round",
-    "paper": "the published numbers, {variant: {dataset: {prec|map|top1: percent}}}, shown beside ours",
+    "query_protocol": f"{' | '.join(CHOICES['query_protocol'])}: every text a query, or one query per class "
+                      "(its texts averaged); --query_protocol overrides it",
+    "paper": "the published numbers, {variant: {dataset: {prec|map|top1: percent, queries: how the paper queried}}}, "
+             "shown beside ours",
     "search": "search space for --search: {config key: [uniform|loguniform|int, low, high] or [choice, a, b, ...]}",
 }
 TRIAL_KEYS_FROM_STUDY = ("seed", "demo")  # set by the study itself, never by a variant
@@ -57,6 +62,7 @@ SPACE_KINDS = ("uniform", "loguniform", "int", "choice")
 ERROR_FILE = "error.txt"
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DEMO = "DEMO"
+STUDY_DIR = shipped_dir("studies")  # the study files shipped with zscrgan, found by name (`zscrgan study demo`)
 
 
 # --- the study file ----------------------------------------------------------------------------------
@@ -88,10 +94,12 @@ class Study:
     protocol: str
     paper: dict
     search: dict
+    query_protocol: str = "per_text"
 
     def overrides(self, variant: str, seed: int) -> dict:
-        """The config overrides of one trial: study config, variant, protocol, rounds, seed."""
-        out = {**self.config, **self.variants[variant], "protocol": self.protocol, "seed": seed}
+        """The config overrides of one trial: study config, variant, protocols, rounds, seed."""
+        out = {**self.config, **self.variants[variant], "protocol": self.protocol,
+               "query_protocol": self.query_protocol, "seed": seed}
         if self.rounds is not None:
             out["rounds"] = self.rounds
         elif self.time_budget is not None:
@@ -114,11 +122,12 @@ def _names(value, where: str, what: str) -> list:
     return value
 
 
-def load_study(path: Path, data_root: Path, only: list[str] | None = None) -> Study:
+def load_study(path: Path, data_root: Path, only: list[str] | None = None, query_protocol: str | None = None) -> Study:
     """Read and validate a study file; every problem is a UserError naming the file and the key.
 
     Validates every variant's overrides against the config schema for every dataset, and that every
     dataset folder exists (DEMO is made on first use), so nothing starts on a study that would fail.
+    `query_protocol` (the command line's) replaces the file's.
     """
     path = Path(path)
     where = str(path)
@@ -144,12 +153,15 @@ def load_study(path: Path, data_root: Path, only: list[str] | None = None) -> St
     protocol = raw.get("protocol", "released")
     _need(isinstance(protocol, str) and protocol in CHOICES["protocol"], where,
           f"'protocol' must be one of {', '.join(CHOICES['protocol'])}, got {brief(protocol)}")
-    defaults = read_yaml(DEFAULT_FILE)
+    queries = query_protocol or raw.get("query_protocol", "per_text")
+    _need(isinstance(queries, str) and queries in CHOICES["query_protocol"], where,
+          f"'query_protocol' must be one of {', '.join(CHOICES['query_protocol'])}, got {brief(queries)}")
+    defaults = schema()  # every method's own keys too; each trial's config is resolved below
     merge(defaults, config, f"{where}: config")
     for name, overrides in variants.items():
         source = f"{where}: variant '{name}'"
         _need(isinstance(overrides, dict), source, "must be a mapping of config overrides ({} for the released model)")
-        for key in TRIAL_KEYS_FROM_STUDY:
+        for key in TRIAL_KEYS_FROM_STUDY + ("protocol", "query_protocol"):
             _need(key not in overrides, source, f"'{key}' is set by the study for all variants, not by one")
         merge(defaults, overrides, source)
     paper = raw.get("paper") or {}
@@ -166,11 +178,11 @@ def load_study(path: Path, data_root: Path, only: list[str] | None = None) -> St
               f"unknown dataset '{ds}': no folder {Path(data_root) / ds} (see the README's 'Getting the data')")
         for name in variants:  # the dataset's own config file, then the variant, must resolve
             try:
-                load_config(ds, overrides={**config, **variants[name], "protocol": protocol})
+                load_config(ds, overrides={**config, **variants[name], "protocol": protocol, "query_protocol": queries})
             except UserError as e:
                 raise UserError(f"{where}: variant '{name}' on {ds}: {e}") from None
     return Study(path.stem, where, datasets, seeds, variants, config, rounds,
-                 None if budget is None else float(budget), protocol, paper, search)
+                 None if budget is None else float(budget), protocol, paper, search, queries)
 
 
 def _is_paper_entry(by_dataset) -> bool:
@@ -226,8 +238,8 @@ def trial_status(run_dir: Path) -> tuple[str, str]:
 
 def _finished(summary: dict, cfg: dict) -> bool:
     stopped, rounds = summary.get("stopped"), cfg.get("rounds", 0)
-    return isinstance(stopped, str) and (stopped.startswith("time budget") or (
-        stopped.startswith("completed") and isinstance(rounds, int) and summary["rounds_done"] >= rounds))
+    return isinstance(stopped, str) and (stopped.startswith("time budget") or (stopped.startswith("completed") and (
+        summary.get("trained") or (isinstance(rounds, int) and summary["rounds_done"] >= rounds))))
 
 
 # --- the trainable (runs in a Ray worker) ------------------------------------------------------------
@@ -531,7 +543,8 @@ def best_searched(search_dir: Path) -> dict | None:
 def build_parser() -> argparse.ArgumentParser:
     p = ArgumentParser(prog="python -m zscrgan.study", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("study", type=Path, help="a study file (YAML), e.g. studies/demo.yaml")
+    p.add_argument("study", help="a study file (YAML), or the name of one shipped with zscrgan: "
+                                 + ", ".join(sorted(f.stem for f in STUDY_DIR.glob("*.yaml"))))
     p.add_argument("--dataset", nargs="+", metavar="NAME", help="run only these of the study's datasets")
     p.add_argument("--output_dir", type=Path, help="study folder (default: runs/studies/<study file name>)")
     p.add_argument("--data_root", default=os.environ.get("ZSCRGAN_DATA_ROOT") or "datasets",
@@ -541,10 +554,24 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cpus_per_trial", type=float, default=1.0, help="CPUs each trial holds (default 1)")
     p.add_argument("--gpus_per_trial", type=float, default=0.0, help="GPUs each trial holds, fractions allowed (default 0)")
     p.add_argument("--max_concurrent", type=int, help="at most this many trials at once (default: as resources allow)")
+    p.add_argument("--query_protocol", choices=CHOICES["query_protocol"],
+                   help="every text a query (per_text, the released metric) or one query per class, its texts "
+                        "averaged (per_class) [default: the study file's, else per_text]; a per_class study's "
+                        "default folder ends in -per_class")
     p.add_argument("--search", choices=("optuna",), help="search the study's 'search' space (validated protocol only)")
     p.add_argument("--trials", type=int, default=8, help="trials of a search, per dataset (default 8)")
     p.add_argument("--report_only", action="store_true", help="write the tables and plots from the run folders; run nothing")
     return p
+
+
+def _check_installed(search: str | None) -> None:
+    """Refuse, in one line saying what to install, a study whose trials need Ray Tune (and Optuna for
+    --search) where they are not installed; both come with the package's `study` extra."""
+    missing = [name for name, needed in (("ray", True), ("optuna", search)) if needed and not find_spec(name)]
+    if missing:
+        raise UserError(f"zscrgan study runs its trials with Ray Tune{' and Optuna' if search else ''}; "
+                        f"{' and '.join(missing)} {'is' if len(missing) == 1 else 'are'} not installed: pip install 'zscrgan[study]' "
+                        "(or, in a checkout, pip install -r requirements-study.txt)")
 
 
 def main(argv=None) -> int:
@@ -552,14 +579,18 @@ def main(argv=None) -> int:
     args.command = sys.argv if argv is None else ["zscrgan", "study", *argv]
     try:
         _check_resources(args)
-        study = load_study(args.study, Path(args.data_root), args.dataset)
+        args.study = find_shipped(args.study, STUDY_DIR, "study")
+        study = load_study(args.study, Path(args.data_root), args.dataset, args.query_protocol)
+        if not args.report_only:
+            _check_installed(args.search)
         if args.search:
             if study.protocol != "validated" or not study.search:
                 raise UserError(f"{args.study}: --search needs 'protocol: validated' and a 'search' space in the "
                                 "study file (a search never selects on the unseen classes)")
             if args.trials < 1:
                 raise UserError("--trials must be at least 1")
-        folder = args.output_dir or Path("runs") / "studies" / study.name
+        suffix = "" if study.query_protocol == "per_text" else f"-{study.query_protocol}"
+        folder = args.output_dir or Path("runs") / "studies" / f"{study.name}{suffix}"
         problem = not_a_folder(folder)
         if problem:
             raise UserError(f"{'--output_dir ' if args.output_dir else ''}{folder}: {problem}; a study folder is a folder")

@@ -15,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from zscrgan import losses
+from zscrgan.methods.base import mean_over_draws
 from zscrgan.networks import ZSCRGAN
 from zscrgan.optimizers import AdamTF1, DynamicLossScale, RMSPropTF1
 
@@ -275,12 +276,20 @@ class Trainer(tf.Module):
         return total
 
     # --- embeddings for retrieval --------------------------------------------------------------------
-    def embed_queries(self, texts: tf.Tensor) -> tf.Tensor:
-        """CSEM(G(c, z)) per text vector, c and z freshly drawn; averaged over `eval_draws` draws."""
-        total = self._embed_query_once(texts)
-        for _ in range(self.cfg.eval_draws - 1):
-            total += self._embed_query_once(texts)
-        return total / float(self.cfg.eval_draws)
+    def embed_queries(self, texts: tf.Tensor, draws: int | None = None) -> tf.Tensor:
+        """CSEM(G(c, z)) per text vector, c and z freshly drawn; averaged over `draws` draws (default:
+        the config's eval_draws)."""
+        return mean_over_draws(self._embed_query_once, texts, draws or self.cfg.eval_draws)
+
+    def generate(self, texts: tf.Tensor, draws: int = 1) -> tf.Tensor:
+        """G(c, z) per text vector, c and z freshly drawn; averaged over `draws` draws."""
+        return mean_over_draws(self._generate_once, texts, draws)
+
+    @tf.function(reduce_retracing=True)
+    def _generate_once(self, texts):
+        n = tf.shape(texts)[0]
+        c, _, _ = self.model.encoder(texts, self.noise.truncated_normal([n, self.cfg.embed_dim]))
+        return self.model.generator(c, self.noise.normal([n, self.cfg.z_dim]))
 
     @tf.function(reduce_retracing=True)
     def _embed_query_once(self, texts):

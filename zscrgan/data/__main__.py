@@ -1,8 +1,10 @@
-"""Dataset command line: convert a public feature release, or inspect a dataset folder.
+"""Dataset command line: convert a public feature release or your own arrays, or inspect a dataset folder.
 
     python -m zscrgan.data convert xlsa17 SRC_DIR --out datasets/AWA2
     python -m zscrgan.data convert gazsl SRC_DIR --split hard --out datasets/NAB_SCE
     python -m zscrgan.data convert wikipedia SRC_DIR --text lda --split_seed 0 --out datasets/WIKI
+    python -m zscrgan.data convert arrays --images X.npy --image_labels y.npy --texts T.npy --text_labels t.npy \
+        --unseen 3,7 [--class_names names.txt] --out datasets/MINE
     python -m zscrgan.data inspect datasets/WIKI
 """
 
@@ -11,9 +13,11 @@ import json
 import sys
 
 from zscrgan.data import convert
+from zscrgan.data.arrays import DEFAULT_UNSEEN_FRACTION, convert_arrays
 from zscrgan.data.inspect import format_summary, summarize
-from zscrgan.data.release import load_dataset
-from zscrgan.errors import ArgumentParser, UserError
+from zscrgan.data.release import class_names, load_dataset
+from zscrgan.errors import UserError
+from zscrgan.flags import ArgumentParser
 
 
 def _class_list(value):
@@ -29,7 +33,7 @@ def build_parser():
 
     conv = commands.add_parser("convert", help="convert a public feature release into a dataset folder")
     sources = conv.add_subparsers(dest="source", required=True, metavar="SOURCE",
-                                  help=" | ".join(convert.SOURCES))
+                                  help=" | ".join((*convert.SOURCES, "arrays")))
 
     def source(name, help_text, src_help):
         p = sources.add_parser(name, help=help_text, description=help_text)
@@ -60,6 +64,26 @@ def build_parser():
     p.add_argument("--split_seed", type=int, help="draw the seen classes with this seed (default 0)")
     p.add_argument("--n_seen", type=int, help="how many seen classes to draw (default 5)")
 
+    p = sources.add_parser("arrays", help="your own features: image and text vectors with class labels, in arrays",
+                           description="your own features: image and text vectors with class labels, in .npy "
+                                       "files or one .npz (read without unpickling)")
+    p.add_argument("--images", metavar="FILE", help=".npy [N, image_dim] numeric array: one image's features a row")
+    p.add_argument("--image_labels", metavar="FILE", help=".npy [N] integer class ids (>= 0) of the image rows")
+    p.add_argument("--texts", metavar="FILE", help=".npy [M, text_dim] numeric array: one text's vector a row")
+    p.add_argument("--text_labels", metavar="FILE", help=".npy [M] integer class ids of the text rows")
+    p.add_argument("--npz", metavar="FILE", help="instead of the four files: one .npz holding images, image_labels, "
+                                                 "texts, text_labels (and optionally class_names)")
+    p.add_argument("--unseen", type=_class_list, metavar="IDS", help="unseen classes, e.g. 3,7 (the rest are seen)")
+    p.add_argument("--unseen_fraction", type=float, metavar="SHARE",
+                   help=f"without --unseen: draw this share of the classes as unseen "
+                        f"(default {DEFAULT_UNSEEN_FRACTION})")
+    p.add_argument("--split_seed", type=int, help="without --unseen: the seed of that draw (default 0)")
+    p.add_argument("--class_names", metavar="FILE",
+                   help="text file, one class name per line, in increasing class id order (kept in meta.json)")
+    p.add_argument("--out", required=True, help="output dataset folder, e.g. datasets/<NAME>")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace an existing output folder (only once the new one is complete)")
+
     insp = commands.add_parser("inspect", help="validate a dataset folder and print a summary")
     insp.add_argument("folder", metavar="FOLDER", help="dataset folder, e.g. datasets/WIKI")
     return parser
@@ -67,12 +91,15 @@ def build_parser():
 
 def run(args):
     if args.command == "inspect":
-        print(format_summary(summarize(load_dataset(args.folder))))
+        print(format_summary(summarize(load_dataset(args.folder), class_names(args.folder))))
         return
     options = {k: v for k, v in vars(args).items() if k not in ("command", "source", "src_dir", "out")}
-    converter = {"xlsa17": convert.convert_xlsa17, "gazsl": convert.convert_gazsl,
-                 "wikipedia": convert.convert_wikipedia}[args.source]
-    out = converter(args.src_dir, args.out, **options)
+    if args.source == "arrays":
+        out = convert_arrays(args.out, **options)
+    else:
+        converter = {"xlsa17": convert.convert_xlsa17, "gazsl": convert.convert_gazsl,
+                     "wikipedia": convert.convert_wikipedia}[args.source]
+        out = converter(args.src_dir, args.out, **options)
     meta = json.loads((out / convert.META_FILE).read_text(encoding="utf-8"))
     counts = meta["counts"]
     print(f"wrote {out}: {counts['seen']['classes']} seen / {counts['unseen']['classes']} unseen classes, "

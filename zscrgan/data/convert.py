@@ -45,6 +45,9 @@ _GAZSL_LABELS = {"easy": "labels_{part}.pkl", "hard": "labels_{part}_hard.pkl"}
 
 _WIKI_TEXT_KEYS = {"lda": ("T_tr", "T_te"), "tfidf": ("T_tfidf_tr", "T_tfidf_te")}
 _WIKI_LISTS = ("trainset_txt_img_cat.list", "testset_txt_img_cat.list")
+# The usual names of the SVCL Wikipedia categories 1..10; the release has no names file to check them against.
+_WIKI_NAMES = ("art & architecture", "biology", "geography & places", "history", "literature & theatre", "media",
+               "music", "royalty & nobility", "sport & recreation", "warfare")
 
 
 # --------------------------------------------------------------------------- xlsa17
@@ -335,7 +338,12 @@ def convert_wikipedia(src_dir, out, *, text="lda", seen=None, split_seed=None, n
     text_lists = {c: _take_rows(texts, rows, "/".join(text_keys), mat_path) for c, rows in rows_by_class.items()}
     options = {"text": text, "seen": seen if split_seed is None else None,
                "split_seed": split_seed, "n_seen": n_seen}
-    return _finish(out, "wikipedia", options, sources, image, text_lists, seen, unseen, {}, overwrite)
+    extra = {}
+    if classes == list(range(1, len(_WIKI_NAMES) + 1)):
+        extra = {"class_names": {str(c): _WIKI_NAMES[c - 1] for c in classes},
+                 "class_names_note": "the usual names of the SVCL Wikipedia categories 1..10, not checked against "
+                                     "a names file (the release has none)"}
+    return _finish(out, "wikipedia", options, sources, image, text_lists, seen, unseen, extra, overwrite)
 
 
 def _read_wiki_list(path):

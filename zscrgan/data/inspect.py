@@ -16,8 +16,13 @@ def chance_prec_at_50(ds: Dataset) -> float:
     return chance_prec(gallery, np.asarray(ds.unseen))
 
 
-def summarize(ds: Dataset) -> dict:
-    """Split sizes, per-class counts (min/median/max), dimensions, value ranges and chance Prec@50."""
+# Class names an `inspect` line lists per split before it says how many more there are.
+SHOWN_NAMES = 12
+
+
+def summarize(ds: Dataset, names: dict[int, str] | None = None) -> dict:
+    """Split sizes, per-class counts (min/median/max), dimensions, value ranges and chance Prec@50;
+    with `names` (class id -> name, as meta.json keeps them), each split's classes with their names."""
     splits = {}
     for split, ids in (("seen", ds.seen), ("unseen", ds.unseen)):
         splits[split] = {
@@ -27,6 +32,8 @@ def summarize(ds: Dataset) -> dict:
             "images_per_class": _spread([len(ds.image[c]) for c in ids]),
             "texts_per_class": _spread([len(ds.text[c]) for c in ids]),
         }
+        if names:
+            splits[split]["class_names"] = {str(c): names.get(c, "") for c in ids}
     classes = ds.seen + ds.unseen
     return {
         "name": ds.name,
@@ -53,6 +60,11 @@ def format_summary(summary: dict) -> str:
     for split, s in splits.items():
         lines.append(f"{split:<8}{s['classes']:>8}{s['images']:>9}  {_fmt_spread(s['images_per_class']):<26}"
                      f"{s['texts']:>8}  {_fmt_spread(s['texts_per_class'])}")
+    for split, s in splits.items():
+        if "class_names" in s:
+            shown = [f"{c} {name}".strip() for c, name in list(s["class_names"].items())[:SHOWN_NAMES]]
+            more = len(s["class_names"]) - len(shown)
+            lines.append(f"{split} classes: {', '.join(shown)}" + (f" and {more} more" if more > 0 else ""))
     for modality, v in summary["values"].items():
         lines.append(f"{modality} values: min {v['min']:.4g}, max {v['max']:.4g}, mean L2 norm {v['mean_norm']:.4g}")
     lines.append(f"chance Prec@50 on the unseen classes (random ranking): {summary['chance_prec_at_50']:.4f}")

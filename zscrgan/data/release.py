@@ -9,6 +9,7 @@ Classes in the dicts that are in neither split are ignored. A converted folder a
 (see zscrgan.data.convert), which training reads only for its recommended input scaling.
 """
 
+import json
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -114,6 +115,28 @@ def validate(ds: Dataset, folder) -> None:
         )
     _check_vectors(ds.image, ds.seen + ds.unseen, folder / IMAGE_FILE, "image")
     _check_vectors(ds.text, ds.seen + ds.unseen, folder / TEXT_FILE, "text")
+
+
+def read_meta(folder) -> dict:
+    """A converted folder's meta.json as a dict ({} without one); UserError when it is not a JSON object."""
+    path = Path(folder) / META_FILE
+    if not path.is_file():
+        return {}
+    try:
+        meta = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
+        raise UserError(f"{path}: not readable JSON ({type(err).__name__}); convert the dataset again") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{path}: not a JSON object; convert the dataset again")
+    return meta
+
+
+def class_names(folder) -> dict[int, str]:
+    """The class names a converter kept in the folder's meta.json ({} where it kept none)."""
+    names = read_meta(folder).get("class_names", {})
+    if not (isinstance(names, dict) and all(_class_id(k) is not None and isinstance(v, str) for k, v in names.items())):
+        raise UserError(f"{Path(folder) / META_FILE}: class_names must map class ids to names; convert the dataset again")
+    return {_class_id(k): v for k, v in names.items()}
 
 
 def write_dataset(folder, image, text, seen, unseen, extra_files: dict[str, str] | None = None) -> None:

@@ -11,13 +11,12 @@ exactly as its training data was scaled.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 
-from zscrgan.data.release import META_FILE
+from zscrgan.data.release import META_FILE, read_meta
 from zscrgan.errors import UserError
 
 MODES = ("none", "l2_sqrt_dim", "seen_rms")
@@ -108,13 +107,7 @@ def unscaled_warning(image: dict, text: dict, folder) -> str | None:
 def recommended_scaling(folder) -> str | None:
     """The input scaling a converted dataset folder's meta.json recommends, or None without one."""
     path = Path(folder) / META_FILE
-    if not path.is_file():
-        return None
-    try:
-        meta = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as err:
-        raise UserError(f"{path}: not readable JSON ({type(err).__name__}); convert the dataset again") from None
-    value = meta.get("recommended_input_scaling") if isinstance(meta, dict) else None
+    value = read_meta(folder).get("recommended_input_scaling")
     if value is not None and value not in MODES:
         raise UserError(f"{path}: recommended_input_scaling must be one of {', '.join(MODES)}, "
                         f"got {str(value)[:40]!r}")

@@ -1,0 +1,115 @@
+"""ZSCRGAN (Roy et al., CIKM 2020) as released: a round is an E-step (the conditional WGAN's critic and
+generator side) then an M-step (the CSEM); queries are CSEM(G(c, z)), the gallery CSEM(x).
+
+The networks, losses and compiled steps are in `zscrgan.train` (Trainer); this module feeds them the
+released sampler's batches, phase by phase.
+"""
+
+from __future__ import annotations
+
+import tensorflow as tf
+
+from zscrgan.config import check_model_size
+from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows
+from zscrgan.errors import UserError
+from zscrgan.methods.base import CHUNK_STEPS, Method, Phases, TrainingData
+from zscrgan.train import PackedFeatures, Trainer
+
+LOSS_NAMES = ("L_D", "L_G", "R", "L_C", "div")
+
+
+class ZSCRGAN(Method):
+    """The released model: the keys of configs/default.yaml (names as in the released code)."""
+
+    loss_names = LOSS_NAMES + ("L_C_M",)
+    architecture_keys = ("gf_dim", "df_dim", "embed_dim", "z_dim")
+
+    def __init__(self, cfg, image_dim: int, text_dim: int):
+        super().__init__(cfg, image_dim, text_dim, name="zscrgan")
+        check_model_size(cfg, image_dim, text_dim)
+        self.cfg = cfg
+        self.trainer = Trainer(cfg, image_dim, text_dim)
+        self.packed = None
+        self.sampler = None
+        self._e_chunk = max(1, CHUNK_STEPS // (cfg.critic_steps + 1))  # E-step iterations per compiled call
+
+    def attach(self, data: TrainingData) -> None:
+        cfg = self.cfg
+        self.packed = packed = PackedFeatures.from_classes([data.image[c] for c in data.classes],
+                                                           [data.text[c] for c in data.classes])
+        self.sampler = ClassBatchSampler(packed.images_per_class.tolist(), cfg.batch_size, cfg.seed,
+                                         pad_short_batches=cfg.pad_short_batches, wrong_class=cfg.wrong_class,
+                                         class_texts=packed.texts.numpy()[:-1], kmeans_clusters=cfg.kmeans_clusters)
+
+    def _schedule(self):
+        """The next E-step and M-step batches as index arrays, drawn in the released order.
+
+        Under `training: joint` there is no M-step, and its batches are None.
+        """
+        cfg, packed = self.cfg, self.packed
+        e_shape = (cfg.e_step_iters, cfg.critic_steps + 1, cfg.batch_size)
+        steps = [(e_shape, cfg.e_step_iters * (cfg.critic_steps + 1))]
+        if cfg.training == "em":
+            steps.append(((cfg.m_step_iters, cfg.batch_size), cfg.m_step_iters))
+        out = []
+        for shape, n in steps:
+            cls, img = self.sampler.schedule(n)
+            wrong_cls, wrong_img = self.sampler.wrong_pairs(cls, img)
+            out.append(tuple(tf.constant(a.reshape(shape), tf.int32) for a in (
+                to_rows(cls, img, packed.class_offsets, packed.image_pad_row),
+                text_rows(cls, packed.text_pad_row),
+                to_rows(wrong_cls, wrong_img, packed.class_offsets, packed.image_pad_row),
+                text_rows(wrong_cls, packed.text_pad_row))))
+        return out if len(out) == 2 else out + [None]
+
+    def train_round(self, phases: Phases) -> dict | None:
+        cfg, packed = self.cfg, self.packed
+        e_batches, m_batches = self._schedule()
+        e_out = phases.run("E-step", cfg.e_step_iters, self.trainer.e_step, packed.images, packed.texts,
+                           *e_batches, chunk_iters=self._e_chunk)
+        if e_out is None:
+            return None
+        if m_batches is None:  # joint training: the CSEM was updated on L_C within the E-step
+            l_c_m = e_out[3]
+        elif phases.stopping:
+            return None
+        else:
+            l_c_m = phases.run("M-step", cfg.m_step_iters, self.trainer.m_step, packed.images, packed.texts,
+                               *m_batches, chunk_iters=CHUNK_STEPS)
+            if l_c_m is None:
+                return None
+        losses = dict(zip(LOSS_NAMES, e_out.numpy()))
+        losses["L_C_M"] = l_c_m
+        return losses
+
+    # The checkpoint layout of every earlier version: the trainer (weights, optimisers, noise) for a
+    # resume, the model alone for retrieval.
+    def checkpoint_objects(self) -> dict:
+        return {"trainer": self.trainer}
+
+    def weight_objects(self) -> dict:
+        return {"model": self.trainer.model}
+
+    def host_state(self) -> dict:
+        return {"sampler": self.sampler.state_dict()}
+
+    def load_host_state(self, state: dict) -> None:
+        if "sampler" not in state:
+            raise UserError("no sampler state")
+        self.sampler.load_state_dict(state["sampler"])
+
+    def reset_noise(self, seed: int) -> None:
+        self.trainer.noise.reset_from_seed(seed)
+
+    def embed_queries(self, texts, draws=None):
+        return self.trainer.embed_queries(texts, draws)
+
+    def embed_gallery(self, images):
+        return self.trainer.embed_gallery(images)
+
+    def generate(self, texts, draws: int = 1):
+        return self.trainer.generate(texts, draws)
+
+    def csem(self, vectors):
+        """The CSEM's embedding of image-space vectors (real or generated), for the diagnosis."""
+        return self.trainer.embed_gallery(vectors)
