@@ -228,7 +228,14 @@ def _small_dataset(folder: Path) -> Path:
     return folder
 
 
-def test_a_batch_beyond_the_memory_here_is_refused_before_training(tmp_path, capsys):
+@pytest.fixture
+def tensorflow_loaded():
+    """TensorFlow imported before a case's clock starts (its import alone takes seconds)."""
+    import zscrgan.run  # noqa: F401
+
+
+@pytest.mark.slow
+def test_a_batch_beyond_the_memory_here_is_refused_before_training(tmp_path, capsys, tensorflow_loaded):
     _small_dataset(tmp_path / "datasets" / "SMALL")
     argv = ["train", "--dataset", "SMALL", "--data_root", str(tmp_path / "datasets"), "--output_dir",
             str(tmp_path / "run"), "--results_root", str(tmp_path / "res"), "--batch_size", "4000000",
@@ -365,7 +372,7 @@ def test_inspect_refuses_a_hostile_pickle_in_its_own_process(payload, tmp_path):
 
 
 @pytest.mark.parametrize("payload", sorted(PICKLE_PAYLOADS))
-def test_train_refuses_a_hostile_pickle(payload, tmp_path, capsys):
+def test_train_refuses_a_hostile_pickle(payload, tmp_path, capsys, tensorflow_loaded):
     folder = _small_dataset(tmp_path / "datasets" / "BAD")
     (folder / "trainids.pkl").write_bytes(PICKLE_PAYLOADS[payload]())
     refuse(capsys, tmp_path, lambda: cli_main([
@@ -455,7 +462,8 @@ def test_convert_of_the_tiny_release_works(tmp_path, capsys):
     assert (tmp_path / "out" / "meta.json").is_file()
 
 
-def test_a_study_whose_trial_fails_does_not_exit_0(tmp_path, capsys, monkeypatch):
+@pytest.mark.slow
+def test_a_study_whose_trial_fails_does_not_exit_0(tmp_path, capsys, monkeypatch, tensorflow_loaded):
     """The dataset folder exists (so the study starts) but a pickle is corrupt, so the trial fails in
     run_trial; the study says so and exits 1. Trials run in this process, one after another, where
     Ray would run them in its workers (test_study covers Ray itself)."""
