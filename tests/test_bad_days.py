@@ -312,6 +312,17 @@ def test_study_refuses_resources_and_folders_it_cannot_have(case, tmp_path, caps
            named)
 
 
+@pytest.mark.parametrize("flag,key", [("cpus_per_trial", "CPU"), ("gpus_per_trial", "GPU")])
+def test_study_refuses_per_trial_resources_beyond_a_cluster(flag, key, monkeypatch):
+    ray = pytest.importorskip("ray", reason="the study extra (Ray) is not installed")
+    monkeypatch.setattr(ray, "cluster_resources", lambda: {"CPU": 8.0, "GPU": 1.0})
+    args = study.build_parser().parse_args(["s.yaml", "--address", "ray://head:10001", f"--{flag}", "9"])
+    with pytest.raises(study.UserError, match=f"--{flag} 9: the cluster at ray://head:10001 has"):
+        study._check_cluster(args)
+    setattr(args, flag, 1)
+    study._check_cluster(args)  # what the cluster has is accepted
+
+
 @pytest.mark.parametrize("payload", ("fifo", "directory", "not_json", "list"))
 def test_study_status_never_blocks_on_a_trial_folder(payload, tmp_path):
     run = tmp_path / "trial"
