@@ -157,8 +157,9 @@ def train_seeds(cfg, base: Path, seeds, args, overrides: dict) -> dict:
 
 def _check_flags(args) -> None:
     """Refuse flags that contradict each other or name a folder where a file is (UserError, one line)."""
-    from zscrgan.errors import UserError
-    from zscrgan.files import not_a_folder
+    from zscrgan.config import MAX_INT
+    from zscrgan.errors import UserError, brief
+    from zscrgan.files import not_a_folder, not_a_name
 
     budget = args.time_budget
     if budget is not None and not (math.isfinite(budget) and budget > 0):
@@ -168,6 +169,19 @@ def _check_flags(args) -> None:
     if args.dataset is not None and (args.resume or args.evaluate):
         flag = "--resume" if args.resume else "--evaluate"
         raise UserError(f"--dataset with {flag}: the run folder's config.yaml names its dataset; drop --dataset")
+    if args.config is not None and (args.resume or args.evaluate):
+        flag = "--resume" if args.resume else "--evaluate"
+        raise UserError(f"--config with {flag}: the run folder's config.yaml is its config; drop --config")
+    for flag, name in (("--name", args.name), ("--dataset", args.dataset)):
+        problem = name is not None and not_a_name(name)
+        if problem:
+            raise UserError(f"{flag} {brief(name)}: {problem}")
+    if args.seeds:
+        bad = next((s for s in args.seeds if not 0 <= s <= MAX_INT), None)
+        if bad is not None:
+            raise UserError(f"--seeds: {brief(bad)} is not a seed (an integer from 0 to {MAX_INT})")
+        if len(set(args.seeds)) < len(args.seeds):
+            raise UserError(f"--seeds: each seed once, got {brief(args.seeds)}")
     for flag, folder in (("--output_dir", args.output_dir), ("--results_root", args.results_root),
                          ("--data_root", args.data_root)):
         problem = folder is not None and not_a_folder(folder)
@@ -361,3 +375,7 @@ def main(argv=None) -> int:
     if name == "train":
         return entry(rest, prog="zscrgan train")
     return entry([*prefix, *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -148,6 +148,8 @@ def read_yaml(path: Path) -> dict:
         raise UserError(f"{path}: not a text file (not UTF-8); a config file is a YAML text file") from None
     except RecursionError:
         raise UserError(f"{path}: nested too deeply; a config file is a flat mapping of key: value") from None
+    except ValueError as e:  # an integer of over 4300 digits, a malformed date
+        raise UserError(f"{path}: not valid YAML: {brief(str(e).split(';')[0])}") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
     if data is None:
@@ -199,7 +201,7 @@ def parse_flag_value(text: str) -> Any:
     """A command-line value is read as a YAML scalar, so `--mm_reg_coeff 1` and `--r_hinge true` work."""
     try:
         return yaml.load(text, Loader=_StrictLoader)
-    except (yaml.YAMLError, RecursionError):
+    except (yaml.YAMLError, RecursionError, ValueError):  # ValueError: an integer of over 4300 digits
         return text
 
 
@@ -395,6 +397,27 @@ def check_model_size(cfg: Mapping, image_dim: int, text_dim: int) -> None:
         raise UserError(f"config: gf_dim {g}, df_dim {d}, embed_dim {e}, z_dim {z} with {image_dim}-d images and "
                         f"{text_dim}-d text make about {weights:.3g} weights, over the limit of {MAX_WEIGHTS}; "
                         "lower the network sizes")
+    # Activations of one iteration's stacked critic pass (correct and wrong halves), kept for its
+    # gradients: a lower bound of what a batch takes, against the memory free on this machine.
+    rows = cfg["batch_size"] * (cfg["critic_steps"] + 1)
+    needed = rows * 2 * (2 * image_dim + text_dim + 3 * e + z + 3 * g + d) * 4 * 2
+    free = available_memory()
+    if free is not None and needed > free:
+        raise UserError(f"config: batch_size {cfg['batch_size']} with critic_steps {cfg['critic_steps']} needs at "
+                        f"least {needed / 2**30:.3g} GiB for one iteration, more than the {free / 2**30:.3g} GiB "
+                        "of memory free here; lower batch_size or the network sizes")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for a new allocation (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def to_plain(cfg: Mapping) -> dict:

@@ -21,9 +21,10 @@ import math
 import sys
 from pathlib import Path
 
-from zscrgan.atomic import atomic_file, read_lines, write_text_atomic
-from zscrgan.config import config_hash
-from zscrgan.errors import UserError
+from zscrgan.atomic import atomic_file, write_text_atomic
+from zscrgan.config import config_hash, read_yaml
+from zscrgan.errors import UserError, brief, one_line
+from zscrgan.files import not_an_output_file, read_text_file
 from zscrgan.flags import ArgumentParser
 
 METRICS = (("prec", "Prec"), ("map", "mAP"), ("top1", "Top-1"))
@@ -32,29 +33,89 @@ STAGES = (("released", "best unseen round (released figure)"), ("selected", "sel
 
 
 def read_run(run_dir: Path) -> dict:
-    """A run's summary.json, config.yaml and metrics.jsonl records; one clear error if unreadable.
+    """A run's summary.json, config.yaml and metrics.jsonl records; one clear error naming the file if
+    one is missing, not a regular file, too large, or not what a run writes.
 
     A round logged twice (a run killed between logging a round and checkpointing it, then resumed)
     counts once, as its later line.
     """
-    import yaml
-
     run_dir = Path(run_dir)
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        lines = read_lines(run_dir / "metrics.jsonl")  # without a line torn by a crash
-        by_round = {}
-        for line in lines:
-            if line.strip():
-                record = json.loads(line)
-                by_round[record["round"]] = record
-    except FileNotFoundError as e:
-        raise UserError(f"{e.filename}: not found; is {run_dir} a finished run folder?") from None
-    except (json.JSONDecodeError, yaml.YAMLError, KeyError) as e:
-        raise UserError(f"{run_dir}: a run file is not valid JSON/YAML ({e})") from None
+    summary_path, metrics_path = run_dir / "summary.json", run_dir / "metrics.jsonl"
+    summary = _check_summary(_json(read_text_file(summary_path, "run's summary.json"), summary_path), summary_path)
+    cfg = _check_config(read_yaml(run_dir / "config.yaml"), run_dir / "config.yaml")
+    by_round = {}
+    text = read_text_file(metrics_path, "run's metrics.jsonl (JSON lines)")
+    for number, line in enumerate(text.split("\n")[:-1], 1):  # without a line torn by a crash
+        if line.strip():
+            where = f"{metrics_path}: line {number}"
+            record = _check_record(_json(line, where), where)
+            by_round[record["round"]] = record
     records = [by_round[r] for r in sorted(by_round)]
     return {"dir": str(run_dir), "seed": cfg.get("seed"), "config": cfg, "summary": summary, "records": records}
+
+
+def _json(text: str, where) -> object:
+    """`text` parsed as JSON, or a UserError naming `where`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply to be what a run writes") from None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_metrics(value) -> bool:
+    return isinstance(value, dict) and all(_is_number(value.get(m)) for m, _ in METRICS)
+
+
+def _check_summary(summary, path) -> dict:
+    """summary.json as a run writes it, as far as reports read it; a UserError naming the key otherwise."""
+    if not isinstance(summary, dict):
+        raise UserError(f"{path}: not a run summary (a JSON object), got {type(summary).__name__}")
+    checks = {"protocol": lambda v: isinstance(v, str),
+              "rounds_done": lambda v: type(v) is int and v >= 0,
+              "selected_round": lambda v: v is None or type(v) is int,
+              "test_at_selected_round": lambda v: v is None or v == {} or _is_metrics(v),
+              "chance_prec": lambda v: v is None or _is_number(v),
+              "top_k": lambda v: type(v) is int and v > 0}
+    optional = {"selected_round", "test_at_selected_round", "chance_prec", "top_k"}
+    for key, valid in checks.items():
+        if key not in summary and key not in optional:
+            raise UserError(f"{path}: no '{key}'; not a finished run's summary")
+        if key in summary and not valid(summary[key]):
+            raise UserError(f"{path}: '{key}' is {brief(summary[key])}, not what a run writes")
+    return summary
+
+
+def _check_record(record, where) -> dict:
+    """One metrics.jsonl line as a run writes it: an integer round and finite unseen (test) metrics."""
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: not a round's record (a JSON object), got {type(record).__name__}")
+    if type(record.get("round")) is not int:
+        raise UserError(f"{where}: 'round' is {brief(record.get('round'))}, not a round number")
+    for part in ("test", "val"):
+        if part == "test" and part not in record:
+            raise UserError(f"{where}: no 'test' (the round's unseen metrics)")
+        if part in record and not _is_metrics(record[part]):
+            raise UserError(f"{where}: '{part}' is {brief(record.get(part))}, not finite prec, map and top1 values")
+    return record
+
+
+def _check_config(cfg: dict, path) -> dict:
+    """A run's config.yaml: config keys with plain values (a nested section holds plain values only).
+
+    Anything else (a list, an alias-expanded structure) is not what a run saves, and hashing it to group
+    runs could take without bound."""
+    plain = (str, int, float, bool, type(None))
+    for key, value in cfg.items():
+        inner = value.values() if isinstance(value, dict) else [value]
+        if not isinstance(key, str) or not all(isinstance(v, plain) for v in inner):
+            raise UserError(f"{path}: key {brief(key)} holds {brief(value)}, not a config value")
+    return cfg
 
 
 def find_runs(path: Path) -> list[Path]:
@@ -248,7 +309,7 @@ def plot_curves(groups: list[tuple[str, list[dict]]], path: Path, title: str) ->
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_file(path, "wb") as f:
-            fig.savefig(f, format=path.suffix.lstrip(".") or "png")
+            fig.savefig(f, format=path.suffix.lstrip(".").lower() or "png")
     finally:
         plt.close(fig)
 
@@ -332,11 +393,39 @@ def main(argv=None) -> int:
     p.add_argument("--md", type=Path, help="also save the table as markdown to this file")
     args = p.parse_args(argv)
     try:
+        _check_outputs(args)
         runs = [read_run(d) for path in args.runs for d in find_runs(path)]
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     print(format_report(runs))
+    try:
+        _write_outputs(args, runs)
+    except OSError as e:  # a full or read-only disk
+        where = e.filename or "output"
+        print(f"error: {one_line(f'{where}: cannot write: {e.strerror or e}')}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _check_outputs(args) -> None:
+    """Refuse --json/--csv/--md/--plot paths that cannot take a file, and image formats matplotlib lacks,
+    before any run is read."""
+    for flag in ("json", "csv", "md", "plot"):
+        path = getattr(args, flag)
+        problem = path is not None and not_an_output_file(path)
+        if problem:
+            raise UserError(f"--{flag} {path}: {problem}; give a file path in an existing folder")
+    if args.plot is not None:
+        from matplotlib.figure import Figure
+
+        formats = Figure().canvas.get_supported_filetypes()
+        suffix = args.plot.suffix.lstrip(".").lower() or "png"
+        if suffix not in formats:
+            raise UserError(f"--plot {args.plot}: unknown image format '{suffix}' (one of {', '.join(sorted(formats))})")
+
+
+def _write_outputs(args, runs: list[dict]) -> None:
     groups = group_runs(runs)
     if args.json:
         write_text_atomic(args.json, json.dumps([{"dataset": d, "label": label, "runs": [r["dir"] for r in members],
@@ -351,7 +440,6 @@ def main(argv=None) -> int:
         plot_curves([(f"{d} {label}", members) for d, label, members in groups], args.plot,
                     "unseen Prec per round, mean ± std over the runs of each configuration")
         print(f"plot: {args.plot}")
-    return 0
 
 
 if __name__ == "__main__":

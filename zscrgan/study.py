@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -32,8 +33,9 @@ from importlib.util import find_spec
 from pathlib import Path
 
 from zscrgan.atomic import write_text_atomic
-from zscrgan.config import CHOICES, find_shipped, load_config, merge, read_yaml, schema, shipped_dir
-from zscrgan.errors import UserError, brief
+from zscrgan.config import CHOICES, MAX_INT, find_shipped, load_config, merge, read_yaml, schema, shipped_dir
+from zscrgan.errors import UserError, brief, one_line
+from zscrgan.files import not_a_folder, read_text_file
 from zscrgan.flags import ArgumentParser
 from zscrgan.provenance import SIDE_FILES, holds_run, lock_run_dir, release_run_dir
 
@@ -133,22 +135,26 @@ def load_study(path: Path, data_root: Path, only: list[str] | None = None, query
     _need(not unknown, where, f"unknown key '{unknown[0] if unknown else ''}' (known keys: {', '.join(STUDY_KEYS)})")
     datasets = _names(raw.get("datasets"), where, "datasets")
     seeds = raw.get("seeds")
-    _need(isinstance(seeds, list) and seeds and all(type(s) is int and s >= 0 for s in seeds)
-          and len(set(seeds)) == len(seeds), where, f"'seeds' must be a non-empty list of distinct seeds (integers >= 0), got {seeds!r}")
+    _need(isinstance(seeds, list) and seeds and all(type(s) is int and 0 <= s <= MAX_INT for s in seeds)
+          and len(set(seeds)) == len(seeds), where,
+          f"'seeds' must be a non-empty list of distinct seeds (integers from 0 to {MAX_INT}), got {brief(seeds)}")
     variants = raw.get("variants", {"released": {}})
     _need(isinstance(variants, dict) and variants, where, "'variants' must be a mapping of name: config overrides")
     _names(list(variants), where, "variants")
     config = raw.get("config") or {}
     _need(isinstance(config, dict), where, "'config' must be a mapping of config keys")
     rounds, budget = raw.get("rounds"), raw.get("time_budget")
-    _need(rounds is None or (type(rounds) is int and rounds > 0), where, f"'rounds' must be a positive integer, got {rounds!r}")
-    _need(budget is None or (isinstance(budget, (int, float)) and not isinstance(budget, bool) and budget > 0),
-          where, f"'time_budget' must be a positive number of minutes, got {budget!r}")
+    _need(rounds is None or (type(rounds) is int and 0 < rounds <= MAX_INT), where,
+          f"'rounds' must be a positive integer of at most {MAX_INT}, got {brief(rounds)}")
+    _need(budget is None or (isinstance(budget, (int, float)) and not isinstance(budget, bool)
+                             and math.isfinite(budget) and budget > 0),
+          where, f"'time_budget' must be a positive finite number of minutes, got {brief(budget)}")
     protocol = raw.get("protocol", "released")
-    _need(protocol in CHOICES["protocol"], where, f"'protocol' must be one of {', '.join(CHOICES['protocol'])}, got {protocol!r}")
+    _need(isinstance(protocol, str) and protocol in CHOICES["protocol"], where,
+          f"'protocol' must be one of {', '.join(CHOICES['protocol'])}, got {brief(protocol)}")
     queries = query_protocol or raw.get("query_protocol", "per_text")
-    _need(queries in CHOICES["query_protocol"], where,
-          f"'query_protocol' must be one of {', '.join(CHOICES['query_protocol'])}, got {queries!r}")
+    _need(isinstance(queries, str) and queries in CHOICES["query_protocol"], where,
+          f"'query_protocol' must be one of {', '.join(CHOICES['query_protocol'])}, got {brief(queries)}")
     defaults = schema()  # every method's own keys too; each trial's config is resolved below
     merge(defaults, config, f"{where}: config")
     for name, overrides in variants.items():
@@ -158,7 +164,7 @@ def load_study(path: Path, data_root: Path, only: list[str] | None = None, query
             _need(key not in overrides, source, f"'{key}' is set by the study for all variants, not by one")
         merge(defaults, overrides, source)
     paper = raw.get("paper") or {}
-    _need(isinstance(paper, dict) and all(v in variants and isinstance(by_ds, dict) for v, by_ds in paper.items()),
+    _need(isinstance(paper, dict) and all(v in variants and _is_paper_entry(by_ds) for v, by_ds in paper.items()),
           where, "'paper' must map variant names of 'variants' to {dataset: {prec|map|top1: percent}}")
     search = _check_space(raw.get("search") or {}, defaults, where)
 
@@ -178,6 +184,14 @@ def load_study(path: Path, data_root: Path, only: list[str] | None = None, query
                  None if budget is None else float(budget), protocol, paper, search, queries)
 
 
+def _is_paper_entry(by_dataset) -> bool:
+    """{dataset: {prec|map|top1: a finite percent}}, as the tables show it."""
+    return isinstance(by_dataset, dict) and all(
+        isinstance(figures, dict) and all(k in ("prec", "map", "top1") and isinstance(v, (int, float))
+                                          and not isinstance(v, bool) and math.isfinite(v) for k, v in figures.items())
+        for figures in by_dataset.values())
+
+
 def _check_space(space: dict, defaults: dict, where: str) -> dict:
     _need(isinstance(space, dict), where, "'search' must be a mapping of config key: [kind, ...]")
     for key, spec in space.items():
@@ -190,9 +204,11 @@ def _check_space(space: dict, defaults: dict, where: str) -> dict:
             for value in spec[1:]:
                 merge(defaults, {key: value}, source)
         else:
-            _need(len(spec) == 3 and all(isinstance(v, (int, float)) for v in spec[1:]) and spec[1] < spec[2],
-                  source, f"{spec[0]} needs a low and a high bound, low < high")
-            merge(defaults, {key: spec[1]} if spec[0] == "int" else {key: float(spec[1])}, source)
+            _need(len(spec) == 3 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in spec[1:])
+                  and spec[1] < spec[2], source, f"{spec[0]} needs a low and a high bound, low < high")
+            _need(spec[0] != "loguniform" or spec[1] > 0, source, "loguniform needs a low bound > 0")
+            for bound in spec[1:]:  # both ends must be values the config accepts
+                merge(defaults, {key: bound} if spec[0] == "int" else {key: float(bound)}, source)
     return space
 
 
@@ -201,23 +217,28 @@ def trial_status(run_dir: Path) -> tuple[str, str]:
     """(`finished` | `failed` | `interrupted` | `not started`, detail) of a trial's run folder."""
     run_dir = Path(run_dir)
     try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
+        summary = json.loads(read_text_file(run_dir / "summary.json", "run's summary.json"))
         cfg = read_yaml(run_dir / "config.yaml")
-    except (OSError, ValueError, UserError):
+    except (ValueError, RecursionError, UserError):
         summary, cfg = None, {}
+    if not isinstance(summary, dict) or not isinstance(summary.get("rounds_done"), int):
+        summary = None  # not a summary a run wrote: the trial runs (or resumes) again
     if summary and _finished(summary, cfg):
         return "finished", summary["stopped"]
-    if (run_dir / ERROR_FILE).exists():
-        return "failed", (run_dir / ERROR_FILE).read_text(encoding="utf-8").strip()
+    if os.path.lexists(run_dir / ERROR_FILE):
+        try:
+            return "failed", read_text_file(run_dir / ERROR_FILE, "trial's error.txt", 1 << 16).strip()
+        except UserError as e:
+            return "failed", str(e)
     if (run_dir / "checkpoints" / "last").exists() or summary:
         return "interrupted", f"{summary['rounds_done'] if summary else 'some'} rounds done"
     return "not started", ""
 
 
 def _finished(summary: dict, cfg: dict) -> bool:
-    stopped = summary.get("stopped", "")
-    return stopped.startswith("time budget") or (stopped.startswith("completed") and (
-        summary.get("trained") or summary.get("rounds_done", 0) >= cfg.get("rounds", 0)))
+    stopped, rounds = summary.get("stopped"), cfg.get("rounds", 0)
+    return isinstance(stopped, str) and (stopped.startswith("time budget") or (stopped.startswith("completed") and (
+        summary.get("trained") or (isinstance(rounds, int) and summary["rounds_done"] >= rounds))))
 
 
 # --- the trainable (runs in a Ray worker) ------------------------------------------------------------
@@ -288,6 +309,49 @@ def _clear_unstarted(run_dir: Path) -> None:
 
 
 # --- running on Ray ----------------------------------------------------------------------------------
+def _visible_gpus() -> int:
+    """How many GPUs a local Ray would find: those CUDA_VISIBLE_DEVICES names if it is set, else those
+    the NVIDIA driver lists (none without the driver)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return len([d for d in visible.split(",") if d.strip() and d.strip() != "-1"])
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return len(list(gpus.iterdir())) if gpus.is_dir() else 0
+
+
+def _check_resources(args) -> None:
+    """Refuse per-trial CPUs or GPUs that the local Ray would not have (a trial asking for them would
+    wait for ever) before Ray starts; a cluster's are checked once connected (`_check_cluster`)."""
+    for flag in ("num_cpus", "max_concurrent"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag} must be at least 1, got {value}")
+    if not (0 < args.cpus_per_trial <= 1e6 and 0 <= args.gpus_per_trial <= 1e6):
+        raise UserError("--cpus_per_trial must be > 0 and --gpus_per_trial >= 0")
+    if args.address:
+        return
+    cpus = args.num_cpus or os.cpu_count()
+    if args.cpus_per_trial > cpus:
+        raise UserError(f"--cpus_per_trial {args.cpus_per_trial:g}: the local Ray has {cpus} CPUs "
+                        f"({'--num_cpus' if args.num_cpus else 'this machine'}), so no trial could start")
+    gpus = _visible_gpus()
+    if args.gpus_per_trial > gpus:
+        raise UserError(f"--gpus_per_trial {args.gpus_per_trial:g}: this machine has {gpus} GPU(s) visible, "
+                        "so no trial could start; leave --gpus_per_trial at 0 to train on the CPUs")
+
+
+def _check_cluster(args) -> None:
+    """Refuse per-trial CPUs or GPUs beyond what the connected cluster has in all."""
+    import ray
+
+    have = ray.cluster_resources()
+    for flag, key, want in (("--cpus_per_trial", "CPU", args.cpus_per_trial),
+                            ("--gpus_per_trial", "GPU", args.gpus_per_trial)):
+        if want > have.get(key, 0):
+            raise UserError(f"{flag} {want:g}: the cluster at {args.address} has {have.get(key, 0):g} {key}(s) "
+                            "in all, so no trial could start")
+
+
 def _check_answers(address: str, timeout: float = 10.0) -> None:
     """A UserError unless something accepts a connection at `address` (HOST:PORT or ray://HOST:PORT;
     "auto" is left to Ray). Ray itself keeps retrying an address where nothing answers for minutes."""
@@ -326,6 +390,11 @@ def _start_ray(args) -> bool:
                         "from Ray 2.59 on) needs RAY_AUTH_MODE=token and its token here as well")
             raise UserError(f"--address {args.address}: cannot connect to a Ray cluster there "
                             f"({type(e).__name__}: {brief(e)}){hint}") from None
+        try:
+            _check_cluster(args)
+        except UserError:
+            ray.shutdown()
+            raise
         return True
     # Local workers import this package from where the driver found it.
     root = str(Path(__file__).resolve().parent.parent)
@@ -397,7 +466,8 @@ def pending(study: Study, folder: Path) -> list[Trial]:
 
 
 def run_grid(study: Study, folder: Path, args) -> list[Trial]:
-    """Every trial of the study that has not finished, on Ray Tune; returns the trials it ran."""
+    """Every trial of the study that has not finished, on Ray Tune; returns the trials it ran (the
+    run folders say how each ended)."""
     from ray import tune
 
     todo = pending(study, folder)
@@ -410,15 +480,16 @@ def run_grid(study: Study, folder: Path, args) -> list[Trial]:
     return todo
 
 
-def run_search(study: Study, folder: Path, args) -> dict:
+def run_search(study: Study, folder: Path, args) -> tuple[dict, int]:
     """For each dataset, an Optuna search over `search` on seed `seeds[0]`, scored by validation Prec only.
 
-    Returns, per dataset, the chosen configuration and its unseen metrics at its validation-selected round.
+    Returns, per dataset, the chosen configuration and its unseen metrics at its validation-selected
+    round; and how many of the search's trials failed.
     """
     from ray import tune
     from ray.tune.search.optuna import OptunaSearch
 
-    chosen = {}
+    chosen, failed = {}, 0
     for ds in study.datasets:
         search_dir = (folder / ds / "search").resolve()
         space = {k: _tune_domain(spec) for k, spec in study.search.items()}
@@ -429,10 +500,10 @@ def run_search(study: Study, folder: Path, args) -> dict:
         remaining = args.trials - len(done)
         if remaining > 0:
             searcher = OptunaSearch(metric="score", mode="max", seed=study.seeds[0])
-            _tuner({"trial": spec, "searched": space}, args, folder, f"search-{ds}", remaining,
-                   search_alg=searcher, num_samples=remaining).fit()
+            failed += _tuner({"trial": spec, "searched": space}, args, folder, f"search-{ds}", remaining,
+                             search_alg=searcher, num_samples=remaining).fit().num_errors
         chosen[ds] = best_searched(search_dir)
-    return chosen
+    return chosen, failed
 
 
 def _tune_domain(spec: list):
@@ -448,12 +519,17 @@ def best_searched(search_dir: Path) -> dict | None:
     """The searched run with the best validation Prec at its selected round (never an unseen figure)."""
     best = None
     for summary_path in sorted(Path(search_dir).glob("*/summary.json")):
-        summary = json.loads(summary_path.read_text(encoding="utf-8"))
-        val = summary.get("val_at_selected_round") or {}
-        if "prec" in val and (best is None or val["prec"] > best["val_prec"]):
-            history = json.loads((summary_path.parent / "provenance.jsonl").read_text().splitlines()[0])
+        try:  # a searched run whose files are not what a run writes is no candidate
+            summary = json.loads(read_text_file(summary_path, "run's summary.json"))
+            val = summary.get("val_at_selected_round") or {}
+            if not isinstance(val.get("prec"), (int, float)) or (best is not None and val["prec"] <= best["val_prec"]):
+                continue
+            history = json.loads(read_text_file(summary_path.parent / "provenance.jsonl", "run's provenance.jsonl")
+                                 .splitlines()[0])
             best = {"run_dir": str(summary_path.parent), "val_prec": val["prec"],
-                    "overrides": history["overrides"], "test_at_selected_round": summary["test_at_selected_round"]}
+                    "overrides": dict(history["overrides"]), "test_at_selected_round": summary["test_at_selected_round"]}
+        except (UserError, ValueError, RecursionError, IndexError, KeyError, TypeError, AttributeError):
+            continue
     return best
 
 
@@ -496,8 +572,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     args.command = sys.argv if argv is None else ["zscrgan", "study", *argv]
     try:
-        if args.cpus_per_trial <= 0 or args.gpus_per_trial < 0:
-            raise UserError("--cpus_per_trial must be > 0 and --gpus_per_trial >= 0")
+        _check_resources(args)
         args.study = find_shipped(args.study, STUDY_DIR, "study")
         study = load_study(args.study, Path(args.data_root), args.dataset, args.query_protocol)
         if not args.report_only:
@@ -510,25 +585,28 @@ def main(argv=None) -> int:
                 raise UserError("--trials must be at least 1")
         suffix = "" if study.query_protocol == "per_text" else f"-{study.query_protocol}"
         folder = args.output_dir or Path("runs") / "studies" / f"{study.name}{suffix}"
+        problem = not_a_folder(folder)
+        if problem:
+            raise UserError(f"{'--output_dir ' if args.output_dir else ''}{folder}: {problem}; a study folder is a folder")
         folder.mkdir(parents=True, exist_ok=True)
         write_text_atomic(folder / "study.yaml", Path(args.study).read_text(encoding="utf-8"))
         if DEMO in study.datasets:  # made once here, not by concurrent trials
             from zscrgan.data.demo import DemoSpec, ensure_demo
             ensure_demo(Path(args.data_root) / DEMO, DemoSpec(**load_config(DEMO, overrides=study.config).demo))
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     started = time.perf_counter()
-    interrupted, chosen = False, None
+    interrupted, chosen, search_failed = False, None, 0
     if not args.report_only and (args.search or pending(study, folder)):
         try:
             own_ray = _start_ray(args)
         except UserError as e:
-            print(f"error: {e}", file=sys.stderr)
+            print(f"error: {one_line(e)}", file=sys.stderr)
             return 2
         try:
             if args.search:
-                chosen = run_search(study, folder, args)
+                chosen, search_failed = run_search(study, folder, args)
             else:
                 run_grid(study, folder, args)
         except KeyboardInterrupt:
@@ -541,7 +619,11 @@ def main(argv=None) -> int:
             write_text_atomic(folder / "search.json", json.dumps(chosen, indent=1))
     from zscrgan.report import write_study_tables
 
-    statuses = write_study_tables(study, folder, Path(args.data_root))
+    try:
+        statuses = write_study_tables(study, folder, Path(args.data_root))
+    except UserError as e:  # a finished trial's run folder that report cannot read
+        print(f"error: {one_line(e)}", file=sys.stderr)
+        return 2
     grid = ", ".join(f"{n} {s}" for s, n in statuses.items())
     if args.search:  # the search's own trials are in search.json and the table's search row
         grid = f"search: {'interrupted' if interrupted else 'done'}; the study's grid of variants and seeds: {grid}"
@@ -551,7 +633,14 @@ def main(argv=None) -> int:
         print("not every trial has finished: run the same command again to continue", flush=True)
     elif args.search and statuses.get("finished", 0) < sum(statuses.values()):
         print("the grid's trials run with the same command without --search", flush=True)
-    return 130 if interrupted else 0
+    if interrupted:
+        return 130
+    failed = search_failed if args.search else 0 if args.report_only else statuses.get("failed", 0)
+    if failed:
+        where = "the search folder" if args.search else "the table's notes and each failed run folder"
+        print(f"error: {failed} trial(s) failed; why is in {where} ({ERROR_FILE}, traceback.txt)", file=sys.stderr)
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
