@@ -297,3 +297,16 @@ def test_a_broken_link_is_caught(tmp_path, monkeypatch):
                     "[self](#top) `[code](missing.md)`\n\n# Top\n")
     problems = link_problems(page)
     assert len(problems) == 2 and "missing.md: no such file" in problems[0] and "#nowhere" in problems[1]
+
+
+def test_commands_are_read_from_shell_blocks_and_dollar_lines_only():
+    text = "\n".join([
+        "```bash", "# a comment", "zscrgan inspect datasets/DEMO   # trailing", "python main.py \\", "  --rounds 2", "```",
+        "```console", "$ zscrgan study demo", "output line, not a command", "```",
+        "```python", "import zscrgan", "```",
+        "```", "$ python -m zscrgan.baseline datasets/DEMO", "```",
+    ])
+    assert [c for _, c in shell_commands(text)] == [
+        "zscrgan inspect datasets/DEMO   # trailing", "python main.py --rounds 2", "zscrgan study demo",
+        "python -m zscrgan.baseline datasets/DEMO"]
+    assert simple_commands("zscrgan inspect datasets/DEMO   # trailing") == [["zscrgan", "inspect", "datasets/DEMO"]]
