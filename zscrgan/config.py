@@ -91,7 +91,7 @@ POSITIVE = {"batch_size", "gf_dim", "df_dim", "embed_dim", "z_dim", "top_k", "ev
             "e_step_iters", "m_step_iters", "critic_steps", "kmeans_clusters"}
 
 # Limits that turn a mistyped number into one clear line instead of a hang, an overflow in training
-# or an exhausted memory (README, "Limits").
+# or an exhausted memory (docs/configuration.md, "Limits").
 MAX_INT = 2**31 - 1          # any integer key
 MAX_FLOAT = 1e6              # any float key (learning rates, coefficients, clip_val, noise levels); finite
 MAX_PHASE_ROWS = 2**24       # batch rows one phase's schedule holds: iterations x steps each x batch_size

@@ -174,7 +174,7 @@ def load_study(path: Path, data_root: Path, only: list[str] | None = None, query
         datasets = [d for d in datasets if d in only]
     for ds in datasets:
         _need(ds == DEMO or (Path(data_root) / ds).is_dir(), where,
-              f"unknown dataset '{ds}': no folder {Path(data_root) / ds} (see the README's 'Getting the data')")
+              f"unknown dataset '{ds}': no folder {Path(data_root) / ds} (see docs/data.md, 'Getting the data')")
         for name in variants:  # the dataset's own config file, then the variant, must resolve
             try:
                 load_config(ds, overrides={**config, **variants[name], "protocol": protocol, "query_protocol": queries})

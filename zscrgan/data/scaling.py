@@ -113,7 +113,7 @@ def unscaled_warning(image: dict, text: dict, folder) -> str | None:
         return None
     return (f"warning: {folder}: {' and '.join(which)} vectors look L1-normalised (non-negative, rows sum to 1); "
             f"under input_scaling none the released model stays at chance on such features: "
-            f"train with --input_scaling l2_sqrt_dim (README, Input scaling)")
+            f"train with --input_scaling l2_sqrt_dim (docs/data.md, Input scaling)")
 
 
 def recommended_scaling(folder) -> str | None:
