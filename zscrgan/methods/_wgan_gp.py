@@ -11,9 +11,7 @@ import numpy as np
 import tensorflow as tf
 
 from zscrgan.errors import UserError
-from zscrgan.methods.base import TrainingData
-
-CONDITIONING = ("text", "class_mean")
+from zscrgan.methods.base import Method, TrainingData, mean_over_draws
 
 
 def gradient_penalty(critic, real: tf.Tensor, fake: tf.Tensor, alpha: tf.Tensor) -> tf.Tensor:
@@ -113,3 +111,30 @@ class EpochWalk(tf.Module):
 def random_subset(n: int, batch: int, rng: tf.random.Generator) -> tf.Tensor:
     """`batch` distinct rows of `n`, drawn afresh (the first rows of a random permutation)."""
     return tf.argsort(rng.uniform([n]))[:min(batch, n)]
+
+
+class GeneratedFeatures(Method):
+    """Retrieval by the project-wide rule for feature generators: a query text's generated features
+    (noise drawn from `query_noise`), averaged over draws and mapped back to the run's image space,
+    against the image vectors as they are. Subclasses set `generator` (z, text -> normalised
+    features), `z_dim`, `norm` (a FeatureNorm) and `query_noise`; retrieval restores only these."""
+
+    def weight_objects(self) -> dict:
+        return {"generator": self.generator, "feature_norm": self.norm}
+
+    def reset_noise(self, seed: int) -> None:
+        self.query_noise.reset_from_seed(seed)
+
+    @tf.function(reduce_retracing=True)
+    def _generate_once(self, texts):
+        return self.generator(self.query_noise.normal([tf.shape(texts)[0], self.z_dim]), texts)
+
+    def generate(self, texts, draws: int = 1):
+        """Generated features per text, averaged over `draws` noise draws, in the run's image space."""
+        return self.norm.inverse(mean_over_draws(self._generate_once, tf.convert_to_tensor(texts), draws))
+
+    def embed_queries(self, texts, draws=None):
+        return self.generate(texts, draws or self.eval_draws)
+
+    def embed_gallery(self, images):
+        return tf.convert_to_tensor(images)

@@ -17,14 +17,13 @@ from types import SimpleNamespace
 import numpy as np
 import tensorflow as tf
 
-from zscrgan.methods._wgan_gp import (CONDITIONING, EpochWalk, FeatureNorm, PackedRows, gradient_penalty,
+from zscrgan.methods._wgan_gp import (EpochWalk, FeatureNorm, GeneratedFeatures, PackedRows, gradient_penalty,
                                       positive, xavier_stddev)
-from zscrgan.methods.base import Method, Phases, TrainingData, mean_over_draws, run_steps
+from zscrgan.methods.base import Phases, TrainingData, run_steps
 from zscrgan.networks import Dense
 from zscrgan.optimizers import AdamTF1
 
 LEAK = 0.01  # the slope of PyTorch's nn.LeakyReLU() default, which the released generator uses
-FEATURE_NORMS = ("released", "none")
 LOSS_NAMES = ("L_D", "wasserstein", "GP", "L_G", "aux_cls", "pivot", "reg")
 
 
@@ -80,7 +79,7 @@ def cross_entropy(logits, labels):
     return tf.reduce_mean(tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
 
 
-class GAZSL(Method):
+class GAZSL(GeneratedFeatures):
     """Keys: the `gazsl` section of configs/methods/gazsl.yaml (the released train_CUB.py's values)."""
 
     loss_names = LOSS_NAMES
@@ -92,7 +91,7 @@ class GAZSL(Method):
         own = self.own = SimpleNamespace(**cfg.gazsl)
         positive(cfg.gazsl, "gazsl", ("steps_per_round", "batch_size", "z_dim", "text_reduction_dim", "hidden_dim",
                                 "critic_iters", "lr"))
-        self.seed = int(cfg.seed)
+        self.z_dim = own.z_dim
         self.init_rng = tf.random.Generator.from_seed(cfg.seed)
         self.noise = tf.random.Generator.from_seed(cfg.seed + 1)  # batches, conditions, z, GP mixing
         self.query_noise = tf.random.Generator.from_seed(cfg.seed + 2)
@@ -179,24 +178,3 @@ class GAZSL(Method):
         # One generator update (after its critic updates) per compiled call: at CUB sizes each takes
         # seconds, so a stop request is acted on between two of them.
         return run_steps(self._chunk, self.own.steps_per_round, len(LOSS_NAMES), stop, chunk=1)
-
-    # --- state and retrieval ---------------------------------------------------------------------------
-    def weight_objects(self) -> dict:
-        return {"generator": self.generator, "feature_norm": self.norm}
-
-    def reset_noise(self, seed: int) -> None:
-        self.query_noise.reset_from_seed(seed)
-
-    @tf.function(reduce_retracing=True)
-    def _generate_once(self, texts):
-        return self.generator(self.query_noise.normal([tf.shape(texts)[0], self.own.z_dim]), texts)
-
-    def generate(self, texts, draws: int = 1):
-        """Generated features per text, averaged over `draws` noise draws, in the run's image space."""
-        return self.norm.inverse(mean_over_draws(self._generate_once, tf.convert_to_tensor(texts), draws))
-
-    def embed_queries(self, texts, draws=None):
-        return self.generate(texts, draws or self.eval_draws)
-
-    def embed_gallery(self, images):
-        return tf.convert_to_tensor(images)
