@@ -184,13 +184,16 @@ def train_main(argv=None, prog: str | None = None) -> int:
     """
     import yaml
 
-    from zscrgan.config import (DEFAULT_FILE, flatten, key_meanings, load_config, parse_flag_value, read_yaml,
-                                to_plain, unflatten)
+    from zscrgan.config import (CHOICES, flatten, key_meanings, load_config, method_file, parse_flag_value,
+                                read_yaml, schema, to_plain, unflatten)
     from zscrgan.errors import UserError, one_line
     from zscrgan.provenance import default_run_name, new_folder
 
-    defaults = flatten(read_yaml(DEFAULT_FILE))
-    args = build_parser(defaults, key_meanings(), prog).parse_args(argv)
+    defaults = flatten(schema())  # the shared keys and every method's own keys (dotted: --gazsl.lr)
+    meanings = key_meanings()
+    for method in CHOICES["method"]:
+        meanings.update(key_meanings(method_file(method)))
+    args = build_parser(defaults, meanings, prog).parse_args(argv)
     args.command = sys.argv if argv is None else [prog or "main.py", *argv]  # recorded in the run's provenance
     overrides = unflatten({k: parse_flag_value(getattr(args, f"cfg_{k}")) for k in defaults
                            if getattr(args, f"cfg_{k}") is not None})

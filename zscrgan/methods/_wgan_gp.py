@@ -23,8 +23,11 @@ def gradient_penalty(critic, real: tf.Tensor, fake: tf.Tensor, alpha: tf.Tensor)
     with tf.GradientTape() as tape:
         tape.watch(x)
         total = tf.reduce_sum(critic(x))  # rows are independent: row i's gradient is d score_i / d x_i
-    grad = tape.gradient(total, x)
-    return tf.reduce_mean(tf.square(tf.norm(grad, axis=1) - 1.0))
+    squares = tf.reduce_sum(tf.square(tape.gradient(total, x)), axis=1)
+    # A row with a zero input gradient (every hidden unit off) gets norm 0 and, as in PyTorch's norm,
+    # a zero gradient there (tf.norm's would be NaN).
+    norm = tf.where(squares > 0, tf.sqrt(tf.where(squares > 0, squares, 1.0)), 0.0)
+    return tf.reduce_mean(tf.square(norm - 1.0))
 
 
 def xavier_stddev(n_in: int, n_out: int) -> float:

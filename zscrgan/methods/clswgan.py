@@ -146,26 +146,32 @@ class CLSWGAN(GeneratedFeatures):
         cls = cross_entropy(self.classifier(fake), y)
         return -tf.reduce_mean(self.critic(fake, text)) + self.own.cls_weight * cls, cls
 
+    def critic_update(self, x, text, fake, alpha):
+        """One critic update on a batch (generated rows held fixed); returns [L_D, Wasserstein, GP]."""
+        with tf.GradientTape() as tape:
+            loss, w_dist, gp = self.critic_loss(x, text, fake, alpha)
+        self.opt_critic.apply(tape.gradient(loss, self.critic.trainable_variables))
+        return tf.stack([loss, w_dist, gp])
+
+    def generator_update(self, y, text, z):
+        """One generator update; returns [L_G, cls]."""
+        with tf.GradientTape() as tape:
+            loss, cls = self.generator_loss(y, text, z)
+        self.opt_generator.apply(tape.gradient(loss, self.generator.trainable_variables))
+        return tf.stack([loss, cls])
+
     def critic_step(self):
         """One critic update on a fresh batch; returns its losses and the batch's labels and conditions."""
         rows = random_subset(self.rows.n_rows, self.own.batch_size, self.noise)
         x, y = tf.gather(self.rows.images, rows), tf.gather(self.rows.labels, rows)
         text = self.rows.conditions(y, self.noise)
         fake = self.generator(self.noise.normal([tf.shape(rows)[0], self.z_dim]), text)
-        alpha = self.noise.uniform([tf.shape(rows)[0], 1])
-        with tf.GradientTape() as tape:
-            loss, w_dist, gp = self.critic_loss(x, text, fake, alpha)
-        self.opt_critic.apply(tape.gradient(loss, self.critic.trainable_variables))
-        return tf.stack([loss, w_dist, gp]), y, text
+        return self.critic_update(x, text, fake, self.noise.uniform([tf.shape(rows)[0], 1])), y, text
 
     def generator_step(self, y, text):
         """One generator update on the last critic batch's labels and conditions, with fresh noise (as
-        released: the generator reuses input_att and input_label)."""
-        z = self.noise.normal([tf.shape(y)[0], self.z_dim])
-        with tf.GradientTape() as tape:
-            loss, cls = self.generator_loss(y, text, z)
-        self.opt_generator.apply(tape.gradient(loss, self.generator.trainable_variables))
-        return tf.stack([loss, cls])
+        released: the generator step reuses input_att and input_label)."""
+        return self.generator_update(y, text, self.noise.normal([tf.shape(y)[0], self.z_dim]))
 
     def _gan_steps(self, n):
         sums = tf.zeros([len(LOSS_NAMES) - 1])

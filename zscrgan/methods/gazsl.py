@@ -147,21 +147,26 @@ class GAZSL(GeneratedFeatures):
                + self.own.text_sparsity * tf.reduce_sum(tf.norm(self.generator.reduce.kernel, axis=1)))
         return -tf.reduce_mean(d_fake) + aux + pivot + reg, aux, pivot, reg
 
-    def critic_step(self):
-        x, y, text, z = self._batch()
-        fake = self.generator(z, text)
-        alpha = self.noise.uniform([tf.shape(x)[0], 1])
+    def critic_update(self, x, y, fake, alpha):
+        """One critic update on a batch (generated rows held fixed); returns [L_D, Wasserstein, GP]."""
         with tf.GradientTape() as tape:
             loss, w_dist, gp = self.critic_loss(x, y, fake, alpha)
         self.opt_critic.apply(tape.gradient(loss, self.critic.trainable_variables))
         return tf.stack([loss, w_dist, gp])
 
-    def generator_step(self):
-        x, y, text, z = self._batch()
+    def generator_update(self, x, y, text, z):
+        """One generator update on a batch; returns [L_G, aux_cls, pivot, reg]."""
         with tf.GradientTape() as tape:
             loss, aux, pivot, reg = self.generator_loss(x, y, text, z)
         self.opt_generator.apply(tape.gradient(loss, self.generator.trainable_variables))
         return tf.stack([loss, aux, pivot, reg])
+
+    def critic_step(self):
+        x, y, text, z = self._batch()
+        return self.critic_update(x, y, self.generator(z, text), self.noise.uniform([tf.shape(x)[0], 1]))
+
+    def generator_step(self):
+        return self.generator_update(*self._batch())
 
     def _steps(self, n):
         sums = tf.zeros([len(LOSS_NAMES)])
