@@ -191,8 +191,8 @@ def train_main(argv=None, prog: str | None = None) -> int:
 
     defaults = flatten(schema())  # the shared keys and every method's own keys (dotted: --gazsl.lr)
     meanings = key_meanings()
-    for method in CHOICES["method"]:
-        meanings.update(key_meanings(method_file(method)))
+    for method in CHOICES["method"]:  # a method file's own section; its shared keys keep their meanings
+        meanings.update({k: v for k, v in key_meanings(method_file(method)).items() if k.startswith(f"{method}.")})
     args = build_parser(defaults, meanings, prog).parse_args(argv)
     args.command = sys.argv if argv is None else [prog or "main.py", *argv]  # recorded in the run's provenance
     overrides = unflatten({k: parse_flag_value(getattr(args, f"cfg_{k}")) for k in defaults
