@@ -172,3 +172,9 @@ def test_own_keys_are_flags_with_their_meanings(capsys):
     text = " ".join(capsys.readouterr().out.split())
     assert "--gazsl.pivot_weight FLOAT visual pivot regulariser weight (train_CUB.py CENT_LAMBDA) [default: 1.0]" in text
     assert "--gazsl.conditioning {text,class_mean}" in text
+
+
+def test_a_size_that_is_not_positive_is_one_line(tmp_path, capsys):
+    rc, out = _main(tmp_path, "run", "--gazsl.hidden_dim", "0")
+    assert rc == 2 and not out.exists()
+    assert capsys.readouterr().err.strip().endswith("config: key 'gazsl.hidden_dim' must be positive, got 0")

@@ -89,8 +89,8 @@ class GAZSL(GeneratedFeatures):
         super().__init__(cfg, image_dim, text_dim, name="gazsl")
         # A plain namespace: tf.Module would wrap a dict attribute into a tracked container.
         own = self.own = SimpleNamespace(**cfg.gazsl)
-        positive(cfg.gazsl, "gazsl", ("steps_per_round", "batch_size", "z_dim", "text_reduction_dim", "hidden_dim",
-                                "critic_iters", "lr"))
+        positive(cfg.gazsl, "gazsl", ("steps_per_round", "batch_size", "z_dim", "text_reduction_dim",
+                                      "hidden_dim", "critic_iters", "lr"))
         self.z_dim = own.z_dim
         self.init_rng = tf.random.Generator.from_seed(cfg.seed)
         self.noise = tf.random.Generator.from_seed(cfg.seed + 1)  # batches, conditions, z, GP mixing
