@@ -165,7 +165,7 @@ def load_study(path: Path, data_root: Path, only: list[str] | None = None, query
         merge(defaults, overrides, source)
     paper = raw.get("paper") or {}
     _need(isinstance(paper, dict) and all(v in variants and _is_paper_entry(by_ds) for v, by_ds in paper.items()),
-          where, "'paper' must map variant names of 'variants' to {dataset: {prec|map|top1: percent}}")
+          where, "'paper' must map variant names of 'variants' to {dataset: {prec|map|top1: percent, queries: text}}")
     search = _check_space(raw.get("search") or {}, defaults, where)
 
     if only:
@@ -185,11 +185,16 @@ def load_study(path: Path, data_root: Path, only: list[str] | None = None, query
 
 
 def _is_paper_entry(by_dataset) -> bool:
-    """{dataset: {prec|map|top1: a finite percent}}, as the tables show it."""
+    """{dataset: {prec|map|top1: a finite percent, queries: how the paper queried (text)}}, as the tables
+    show it."""
+    def figure(key, value):
+        if key == "queries":
+            return isinstance(value, str) and len(value) <= 200
+        return (key in ("prec", "map", "top1") and isinstance(value, (int, float)) and not isinstance(value, bool)
+                and math.isfinite(value))
+
     return isinstance(by_dataset, dict) and all(
-        isinstance(figures, dict) and all(k in ("prec", "map", "top1") and isinstance(v, (int, float))
-                                          and not isinstance(v, bool) and math.isfinite(v) for k, v in figures.items())
-        for figures in by_dataset.values())
+        isinstance(figures, dict) and all(figure(k, v) for k, v in figures.items()) for figures in by_dataset.values())
 
 
 def _check_space(space: dict, defaults: dict, where: str) -> dict:
