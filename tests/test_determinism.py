@@ -4,6 +4,7 @@ texts and the released text encoder width (products far larger than the demo's).
 
 import os
 
+import pytest
 import yaml
 
 from benchmarks import determinism
@@ -18,6 +19,7 @@ CONFIG = {
 ROUNDS = 2
 
 
+@pytest.mark.slow
 def test_a_seed_gives_the_same_run_alone_and_beside_a_busy_neighbour(tmp_path):
     config = tmp_path / "sizes.yaml"
     config.write_text(yaml.safe_dump(CONFIG))
