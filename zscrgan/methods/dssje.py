@@ -7,7 +7,8 @@ image; Torch's RMSProp with a per-epoch learning-rate decay; weights uniform in 
 The released text encoder (a character CNN-RNN ending in a linear layer) is not trainable here, as text
 vectors are given: a learnable map from the text vector stands in for it (`dssje.text_encoder`). The
 image side is the given feature through the released no-op image encoder (`dssje.image_encoder`).
-Queries are phi(text), the gallery theta(image); cosine ranks them (docs/methods/dssje.md).
+Queries are phi(text), the gallery theta(image); cosine ranks them, or (`dssje.score: inner_product`, the
+released retrieval's reading) the compatibility F itself (docs/methods/dssje.md).
 """
 
 from __future__ import annotations
@@ -54,6 +55,18 @@ def symmetric_sje_loss(v: tf.Tensor, t: tf.Tensor, symmetric: bool = True, viola
     return loss
 
 
+# Under `score: inner_product`, gallery vectors up to this many times the largest training image
+# embedding's norm (bounded by the current weights) rank exactly as by F; larger ones are clamped.
+INNER_PRODUCT_REACH = 1000.0
+
+
+def lifted_gallery(g: tf.Tensor, radius: tf.Tensor) -> tf.Tensor:
+    """[g, sqrt(radius^2 - |g|^2)] (norm `radius` for every row with |g| <= radius): the cosine of a
+    unit query [q, 0] with it is <q, g> / radius, so cosine ranks a gallery as the inner product does."""
+    rest = tf.sqrt(tf.maximum(tf.square(radius) - tf.reduce_sum(tf.square(g), axis=1, keepdims=True), 0.0))
+    return tf.concat([g, rest], axis=1)
+
+
 class DSSJE(Method):
     """Keys: the `dssje.*` section of configs/methods/dssje.yaml."""
 
@@ -76,6 +89,8 @@ class DSSJE(Method):
         self.optimizer = RMSPropTorch(self.weights, float(own.learning_rate),
                                       alpha=float(own.rmsprop_alpha), epsilon=float(own.rmsprop_epsilon))
         self.steps = tf.Variable(0, trainable=False, name="steps")
+        self.score = own.score
+        self.max_image_norm = tf.Variable(0.0, trainable=False, name="max_image_norm")
         self.packed = None
         self._chunk = tf.function(self._steps, jit_compile=bool(cfg.jit_compile))
 
@@ -95,6 +110,7 @@ class DSSJE(Method):
     # --- training ----------------------------------------------------------------------------------
     def attach(self, data: TrainingData) -> None:
         self.packed = PackedClasses(data)
+        self.max_image_norm.assign(tf.reduce_max(tf.norm(self.packed.images, axis=1)))
 
     def _step(self):
         packed = self.packed
@@ -125,7 +141,19 @@ class DSSJE(Method):
 
     # --- retrieval ---------------------------------------------------------------------------------
     def embed_queries(self, texts, draws=None):
-        return self.phi(texts)
+        t = self.phi(texts)
+        if self.score == "inner_product":
+            t = tf.concat([tf.nn.l2_normalize(t, axis=1), tf.zeros([tf.shape(t)[0], 1])], axis=1)
+        return t
 
     def embed_gallery(self, images):
-        return self.theta(images)
+        g = self.theta(images)
+        if self.score == "inner_product":
+            g = lifted_gallery(g, INNER_PRODUCT_REACH * self._image_embedding_bound())
+        return g
+
+    def _image_embedding_bound(self) -> tf.Tensor:
+        """An upper bound of |theta(v)| over the training images (|v| |W|_F + |b| for a linear encoder)."""
+        if self.image_map is None:
+            return self.max_image_norm
+        return self.max_image_norm * tf.norm(self.image_map.kernel) + tf.norm(self.image_map.bias)
