@@ -84,7 +84,8 @@ class DSSJE(Method):
         self.image_map = Uniform(image_dim, embed_dim, r, self.rng, "image_map") if own.image_encoder == "linear" else None
         self.text_hidden = Uniform(text_dim, int(own.hidden_dim), r, self.rng, "text_hidden") \
             if own.text_encoder == "hidden" else None
-        self.text_map = Uniform(int(own.hidden_dim) if self.text_hidden else text_dim, embed_dim, r, self.rng, "text_map")
+        self.text_map = Uniform(text_dim if self.text_hidden is None else int(own.hidden_dim), embed_dim, r, self.rng,
+                                "text_map")
         self.weights = list(self.trainable_variables)
         self.optimizer = RMSPropTorch(self.weights, float(own.learning_rate),
                                       alpha=float(own.rmsprop_alpha), epsilon=float(own.rmsprop_epsilon))
