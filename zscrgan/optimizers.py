@@ -106,3 +106,23 @@ class DynamicLossScale(tf.Module):
             self.good_steps.assign(0)
 
         tf.cond(finite, step, skip)
+
+
+class RMSPropTorch(tf.Module):
+    """Torch7's optim.rmsprop: m = alpha m + (1 - alpha) g^2;  w -= lr g / (sqrt(m) + epsilon), m from 0.
+
+    The learning rate is a variable (checkpointed with the slots), so a schedule can decay it in place.
+    """
+
+    def __init__(self, variables: Sequence[tf.Variable], learning_rate: float, alpha: float = 0.99,
+                 epsilon: float = 1e-8, name: str = "rmsprop_torch"):
+        super().__init__(name=name)
+        self._targets = list(variables)
+        self.alpha, self.epsilon = alpha, epsilon
+        self.learning_rate = tf.Variable(learning_rate, trainable=False, name="learning_rate")
+        self.m = [tf.Variable(tf.zeros(v.shape), trainable=False, name="m") for v in self._targets]
+
+    def apply(self, grads: Sequence[tf.Tensor]) -> None:
+        for g, w, m in zip(grads, self._targets, self.m):
+            m.assign(self.alpha * m + (1.0 - self.alpha) * tf.square(g))
+            w.assign_sub(self.learning_rate * g / (tf.sqrt(m) + self.epsilon))
