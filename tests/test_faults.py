@@ -240,7 +240,7 @@ def test_ctrl_c_mid_e_step_drops_the_round_and_resume_repeats_it_exactly(referen
 
         def stop(done):
             if run.round == 1 and phase == "E-step":  # Ctrl-C pressed during round 2's E-step
-                self.requested = True
+                self.requested, self.cause = True, "Ctrl-C"
             return ask(done)
         return stop
 

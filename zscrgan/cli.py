@@ -12,7 +12,9 @@ import importlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 DATA_ROOT_ENV = "ZSCRGAN_DATA_ROOT"
@@ -175,8 +177,25 @@ def _check_flags(args) -> None:
             raise UserError(f"{flag} {folder}: {problem}; give a folder")
 
 
-# Exit status of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
-EXIT_INTERRUPTED = 130
+# Exit status of a run stopped by Ctrl-C or SIGTERM: 128 + the signal's number, as a shell reports it.
+EXIT_INTERRUPTED = {"Ctrl-C": 130, "SIGTERM": 143}
+
+
+class Terminated(BaseException):
+    """SIGTERM outside the training loop (loading data, compiling, writing): the command stops as
+    Ctrl-C stops it (a BaseException, like KeyboardInterrupt, so no `except Exception` swallows it)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def interrupted_status(stopped: str) -> int | None:
+    """The exit status of a run whose summary's `stopped` is `stopped`: 130 or 143 if it was interrupted."""
+    for cause, status in EXIT_INTERRUPTED.items():
+        if stopped.startswith(f"interrupted ({cause})"):
+            return status
+    return None
 
 
 def dataset_recommendation(args) -> dict:
@@ -236,8 +255,19 @@ def _help_defaults(argv: list) -> tuple[dict, dict]:
 def train_main(argv=None, prog: str | None = None) -> int:
     """`zscrgan train` (and `python main.py`): parse the flags, then train, resume or evaluate.
 
-    Returns the exit status: 0 done (rounds or time budget), 2 bad input (one line on stderr), 130 Ctrl-C.
+    Returns the exit status: 0 done (rounds or time budget), 2 bad input (one line on stderr), 130 Ctrl-C,
+    143 SIGTERM (handled as Ctrl-C is: the round in flight is dropped, every file is complete).
     """
+    if threading.current_thread() is not threading.main_thread():
+        return _train_main(argv, prog)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _train_main(argv, prog)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train_main(argv, prog: str | None) -> int:
     import yaml
 
     from zscrgan.config import (CONFIG_DIR, all_key_meanings, find_shipped, flatten, load_config, parse_flag_value,
@@ -304,10 +334,11 @@ def train_main(argv=None, prog: str | None = None) -> int:
         return 2
     except KeyboardInterrupt:  # Ctrl-C before training started (loading data, compiling)
         print("interrupted (Ctrl-C)", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if summary is not None and summary["stopped"].startswith("interrupted"):
-        return EXIT_INTERRUPTED
-    return 0
+        return EXIT_INTERRUPTED["Ctrl-C"]
+    except Terminated:
+        print("interrupted (SIGTERM)", file=sys.stderr)
+        return EXIT_INTERRUPTED["SIGTERM"]
+    return (summary is not None and interrupted_status(summary["stopped"])) or 0
 
 
 # Subcommands: (module, function, arguments put before the user's, imports TensorFlow, one-line help).

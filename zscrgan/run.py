@@ -167,38 +167,46 @@ class Best:
 
 
 class StopFlag:
-    """Turns the first Ctrl-C into a request to stop at the next chunk boundary; a second one aborts.
+    """Turns the first Ctrl-C (SIGINT) or SIGTERM (what Slurm, Kubernetes and `timeout` send) into a
+    request to stop at the next chunk boundary; a second one aborts.
 
-    After the first Ctrl-C the default disposition of SIGINT is restored, so the second one ends the
-    process at once, even inside a compiled call (a Python handler would wait for the call to return).
+    After the first signal the default dispositions are restored, so the second one ends the process
+    at once, even inside a compiled call (a Python handler would wait for the call to return).
+    `cause` names the first signal ("Ctrl-C" or "SIGTERM") for the summary and the exit status.
     """
+
+    SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
     def __init__(self):
         self.requested = False
+        self.cause = ""
         self.where = ""
-        self._previous = None
+        self._previous: dict = {}
 
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
             return self  # signals reach only the main thread (a Ray Tune trial runs in another one)
-        self._previous = signal.getsignal(signal.SIGINT)
 
         def handler(signum, frame):
-            self.requested = True
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            print("\nCtrl-C: stopping within seconds and writing what the run has "
-                  "(press again to abort at once; the run stays resumable from its last round)", flush=True)
+            self.requested, self.cause = True, self.SIGNALS[signum]
+            for number in self.SIGNALS:
+                signal.signal(number, signal.SIG_DFL)
+            again = "press Ctrl-C again" if signum == signal.SIGINT else "a second SIGTERM or Ctrl-C"
+            print(f"\n{self.cause}: stopping within seconds and writing what the run has "
+                  f"({again} to abort at once; the run stays resumable from its last round)", flush=True)
 
-        signal.signal(signal.SIGINT, handler)
+        for number in self.SIGNALS:
+            self._previous[number] = signal.getsignal(number)
+            signal.signal(number, handler)
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
         return False
 
     def between_chunks(self, phase: str, total: int):
-        """A `stop` callback for a chunked phase: True once Ctrl-C was pressed, noting how far it got."""
+        """A `stop` callback for a chunked phase: True once a stop was requested, noting how far it got."""
         def stop(done: int) -> bool:
             if self.requested:
                 self.where = f"the {phase} after {done} of {total} iterations"
@@ -442,7 +450,7 @@ class Run:
         self.log(f"device: {describe_device()} | protocol {self.cfg.protocol} | output {self.run_dir}")
 
     def train(self, time_budget_min: float | None = None, on_round=None) -> dict:
-        """Run rounds until `rounds`, the time budget or Ctrl-C; returns the summary (also written).
+        """Run rounds until `rounds`, the time budget, Ctrl-C or SIGTERM; returns the summary (also written).
 
         `on_round(record)` is called after each round is written and checkpointed.
         """
@@ -466,7 +474,7 @@ class Run:
                 t0 = time.perf_counter()
                 round_losses = self.method.train_round(phases)
                 if round_losses is None:  # the last checkpoint still holds the previous round: resume repeats this one
-                    stop_reason = (f"interrupted (Ctrl-C) in round {self.round + 1}, {stop.where or 'between phases'}; "
+                    stop_reason = (f"interrupted ({stop.cause}) in round {self.round + 1}, {stop.where or 'between phases'}; "
                                    "that round was not kept")
                     break
                 self.round += 1
@@ -483,7 +491,7 @@ class Run:
                 if on_round is not None:
                     on_round(record)
                 if stop.requested:
-                    stop_reason = f"interrupted (Ctrl-C) after round {self.round}"
+                    stop_reason = f"interrupted ({stop.cause}) after round {self.round}"
                     break
         summary = self._summary(stop_reason)
         write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
