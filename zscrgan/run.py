@@ -5,7 +5,9 @@ A run folder holds `config.yaml` (the resolved config), `input_scaling.json` (th
 its factors, which `zscrgan.retrieve` applies to a user's vectors), `metrics.jsonl` (one JSON line per round),
 `summary.json`, `provenance.jsonl` (what started and resumed it), `checkpoints/` (best round's weights
 and the last round's full state, for resume), TensorBoard scalars under `tb/` and, at every new best
-round, the retrieval file `retrieved/acc<score>.pkl`. A copy also goes to the released path
+round, the retrieval file `retrieved/acc<score>.pkl` (the released content: each query's retrieved
+classes) with, beside it, `retrieved/acc<score>.rows.npy` (int64 [queries, top_k]: the gallery rows of
+the retrieved images, see `retrieval_rows_file`). A copy also goes to the released path
 `<results_root>/<DATASET>_res/acc<score>.pkl` unless a file of that name exists (another run's: it is
 never replaced). Every file is written atomically, so an interrupted run never leaves a half-written result.
 """
@@ -28,7 +30,7 @@ import tensorflow as tf
 import yaml
 
 from zscrgan import __version__
-from zscrgan.atomic import append_line, publish_copy, read_lines, remove_debris, retired_name, staged_folder, write_text_atomic
+from zscrgan.atomic import append_line, atomic_file, publish_copy, read_lines, remove_debris, retired_name, staged_folder, write_text_atomic
 from zscrgan.config import to_plain
 from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
@@ -46,6 +48,17 @@ from zscrgan.released import retrieval_file_name
 
 DEMO = "DEMO"
 SCALING_FILE = "input_scaling.json"  # the run's input scaling and its factors, for scaling a user's vectors
+
+
+def retrieval_rows_file(retrieval_file: Path) -> Path:
+    """The file beside a retrieval file `acc<score>.pkl` that records which images it retrieved:
+    `acc<score>.rows.npy`, int64 [queries, top_k], each query's retrieved gallery rows, best first.
+
+    Rows and queries are numbered as evaluation orders them: the unseen classes by ascending class id
+    and, within a class, its images (texts) in the dataset's order; the pickle holds the same
+    retrievals as class ids.
+    """
+    return Path(retrieval_file).with_suffix(".rows.npy")
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
@@ -337,15 +350,18 @@ class Run:
         write_text_atomic(self.run_dir / f"evaluation-draws{self.cfg.eval_draws}.json", json.dumps(out, indent=1))
         return out
 
-    def _write_retrievals(self, retrieved: np.ndarray, score: float) -> Path:
-        """The retrieval file into the run folder, and a copy to the released path if no file is there."""
+    def _write_retrievals(self, rows: np.ndarray, score: float) -> Path:
+        """The retrieval file (and its rows file) into the run folder, and a copy to the released path
+        if no file is there."""
         name = retrieval_file_name(score)
         path = self.run_dir / "retrieved" / name
         path.parent.mkdir(exist_ok=True)
         copy = None if self.results_dir is None else self.results_dir / name
         # A released copy linked to this run's own file was made before a kill: this round is being repeated.
         ours = copy is not None and path.exists() and copy.exists() and os.path.samefile(path, copy)
-        dump_pickle(retrieval_records(self.data.test.query_labels, retrieved), path)
+        with atomic_file(retrieval_rows_file(path), "wb") as f:
+            np.save(f, np.asarray(rows, np.int64))
+        dump_pickle(retrieval_records(self.data.test.query_labels, self.data.test.gallery_labels[rows]), path)
         self.files["retrieval_files"].append(str(path.relative_to(self.run_dir)))
         if copy is not None:
             self.results_dir.mkdir(parents=True, exist_ok=True)
@@ -385,7 +401,7 @@ class Run:
     def _evaluate_round(self, losses: dict, seconds_train: float) -> dict:
         cfg = self.cfg
         t0 = time.perf_counter()
-        test, retrieved = evaluate(self.method, self.data.test, cfg.top_k)
+        test, rows = evaluate(self.method, self.data.test, cfg.top_k)
         record = {"round": self.round, "losses": losses, "test": _headline(test)}
         self.last_test = record["test"]
         if self.data.val is not None:
@@ -399,7 +415,7 @@ class Run:
         record["new_best"] = score > b.score and all(v is not None for v in losses.values())
         if record["new_best"]:
             b.round, b.score, b.test, b.val = self.round, score, record["test"], record.get("val", {})
-            record["retrieval_file"] = str(self._write_retrievals(retrieved, test["prec"]))
+            record["retrieval_file"] = str(self._write_retrievals(rows, test["prec"]))
             save_checkpoint(self.weights, self.best_dir, {"round": self.round, "test": b.test, "val": b.val,
                                                           "image_dim": self.data.image_dim,
                                                           "text_dim": self.data.text_dim})
