@@ -252,6 +252,7 @@ class Run:
         self.files: dict = {"retrieval_files": [], "released_copies": []}
         self.resumed = False
         self._tb = None
+        self._copies = {"copied": 0, "kept": 0}  # this process's copies to the released layout
 
     # checkpoint layout
     @property
@@ -366,10 +367,21 @@ class Run:
         if copy is not None:
             self.results_dir.mkdir(parents=True, exist_ok=True)
             if publish_copy(path, copy) or ours:
-                self.files["released_copies"].append(str(copy.resolve()))
+                self.files["released_copies"].append(os.path.relpath(copy.resolve(), self.run_dir.resolve()))
+                self._copies["copied"] += 1
             else:
-                self.log(f"note: {copy} exists (another run's, kept); this run's file is {path}")
+                self._copies["kept"] += 1
         return path
+
+    def _say_what_the_copies_did(self) -> None:
+        """One line for the copies this process made to the released layout (none: no line)."""
+        copied, kept = self._copies["copied"], self._copies["kept"]
+        if copied or kept:
+            line = f"released layout: {copied} retrieval file(s) copied to {self.results_dir}"
+            if kept:
+                line += (f"; {kept} not copied, as a file of the same name there is another run's and is kept "
+                         f"(this run's are in {self.run_dir / 'retrieved'})")
+            self.log(line)
 
     def _summary(self, stop_reason: str) -> dict:
         cfg = self.cfg
@@ -378,7 +390,7 @@ class Run:
                "selected_round": b.round, "test_at_selected_round": b.test, "test_at_last_round": self.last_test,
                "best_test_prec_any_round": None if b.best_test_any_round == -math.inf else b.best_test_any_round,
                "chance_prec": chance_prec(self.data.test.gallery_labels, self.data.test.query_labels),
-               "top_k": cfg.top_k, "run_dir": str(self.run_dir), **self.files}
+               "top_k": cfg.top_k, "run_dir": str(self.run_dir.resolve()), **self.files}
         if self.method.done():  # a closed-form method: its rounds are all done, whatever `rounds` asked
             out["trained"] = True
         if cfg.protocol == "validated":
@@ -415,7 +427,7 @@ class Run:
         record["new_best"] = score > b.score and all(v is not None for v in losses.values())
         if record["new_best"]:
             b.round, b.score, b.test, b.val = self.round, score, record["test"], record.get("val", {})
-            record["retrieval_file"] = str(self._write_retrievals(rows, test["prec"]))
+            record["retrieval_file"] = str(self._write_retrievals(rows, test["prec"]).relative_to(self.run_dir))
             save_checkpoint(self.weights, self.best_dir, {"round": self.round, "test": b.test, "val": b.val,
                                                           "image_dim": self.data.image_dim,
                                                           "text_dim": self.data.text_dim})
@@ -424,7 +436,8 @@ class Run:
     def _print_round(self, r: dict, elapsed: float, previous: list[float], budget_s: float | None) -> None:
         """One line per round, with the time left: the rounds left at the mean time of the last rounds
         (`previous`: this process's earlier round times; its first, which compiled the phases, is left
-        out), or the time budget's rest if that ends sooner."""
+        out), or the time budget's rest if that ends sooner. The first round of a process has no
+        estimate ("~?"): it compiled, and would overstate the time left several times over."""
         k, rounds = self.cfg.top_k, self.cfg.rounds
         losses = " ".join(f"{n} {_fmt(v)}" for n, v in r["losses"].items())
         t = r["test"]
@@ -433,11 +446,15 @@ class Run:
         if "val" in r:
             line += f" | val Prec@{k} {r['val']['prec']:.4f}"
         seconds = r["seconds"]["train"] + r["seconds"]["eval"]
-        recent = (previous[1:] + [seconds])[-3:]
-        left = sum(recent) / len(recent) * (rounds - r["round"])
-        if budget_s is not None:
-            left = min(left, max(budget_s - elapsed, 0.0))
-        line += f" | {seconds:.1f}s, {_clock(elapsed)} elapsed, ~{_clock(left)} left"
+        if previous or r["round"] >= rounds:
+            recent = (previous[1:] + [seconds])[-3:]
+            left = sum(recent) / len(recent) * (rounds - r["round"])
+            if budget_s is not None:
+                left = min(left, max(budget_s - elapsed, 0.0))
+            estimate = f"~{_clock(left)} left"
+        else:
+            estimate = "~? left (estimated from the next round on: this one compiled)"
+        line += f" | {seconds:.1f}s, {_clock(elapsed)} elapsed, {estimate}"
         if r["new_best"]:
             line += " | new best"
         self.log(line)
@@ -496,7 +513,7 @@ class Run:
                 self.round += 1
                 losses = {n: _finite_or_none(round_losses[n]) for n in self.method.loss_names}
                 record = self._evaluate_round(losses, time.perf_counter() - t0)
-                append_line(self.run_dir / "metrics.jsonl", json.dumps(record, allow_nan=False))
+                append_line(self.run_dir / "metrics.jsonl", json.dumps(float32_digits(record), allow_nan=False))
                 self._tensorboard(record)
                 self._print_round(record, time.perf_counter() - started, round_times,
                                   None if time_budget_min is None else time_budget_min * 60)
@@ -509,7 +526,8 @@ class Run:
                 if stop.requested:
                     stop_reason = f"interrupted ({stop.cause}) after round {self.round}"
                     break
-        summary = self._summary(stop_reason)
+        self._say_what_the_copies_did()
+        summary = float32_digits(self._summary(stop_reason))
         write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         return summary
 
@@ -530,6 +548,22 @@ def _logged_round(line: str) -> float:
         return int(json.loads(line)["round"])
     except (ValueError, TypeError, KeyError):
         return math.inf
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def float32_digits(value):
+    """`value` (JSON-able: dicts, lists, numbers) with every float cut to the digits a float32 carries
+    (0.5200000000000001 -> 0.52), the shortest that reads back as the same float32; a float beyond
+    float32's range is kept as it is. Two equal values stay equal, so runs still compare bit for bit."""
+    if isinstance(value, float):
+        return float(str(np.float32(value))) if abs(value) <= _FLOAT32_MAX else value
+    if isinstance(value, dict):
+        return {k: float32_digits(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [float32_digits(v) for v in value]
+    return value
 
 
 def _finite_or_none(value) -> float | None:
