@@ -224,3 +224,24 @@ def test_retrieval_files_have_their_gallery_rows_beside_them(trained):
         records = load_pickle(pickle_file)
         assert [list(r.values())[0] for r in records] == rset.gallery_labels[rows].tolist()
         assert [list(r)[0] for r in records] == rset.query_labels.tolist()
+
+
+def test_save_index_never_replaces_a_folder_that_is_not_an_index(trained, tmp_path, capsys):
+    tmp, _ = trained
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert main([str(tmp / "run"), "--gallery", str(tmp / "images.npy"), "--save_index", str(tmp_path / "mine")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path / 'mine'}: exists and is not a gallery index (which would be replaced); give a new folder"
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"] and (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_ids_of_another_length_are_one_line(trained, tmp_path, capsys):
+    tmp, rset = trained
+    np.save(tmp_path / "ids.npy", np.arange(3))
+    assert main([str(tmp / "run"), "--gallery", str(tmp / "images.npy"), "--ids", str(tmp_path / "ids.npy"),
+                 "--save_index", str(tmp_path / "index")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {tmp_path / 'ids.npy'}: must be a 1-D array of {len(rset.images)} numbers or strings "
+                   "(one per gallery row), got int64 of shape (3,)")
+    assert not (tmp_path / "index").exists()

@@ -83,11 +83,14 @@ def build_index(folder, gallery, embed, run: dict, gallery_file: dict | None = N
 
     `run` identifies the model (index.json's "run"); `gallery_file` is `file_record` of the gallery's
     file, if it has one; `ids` one id per row (default: the row numbers). Memory holds one chunk:
-    the embeddings go straight into a memory-mapped file. Returns the opened index.
+    the embeddings go straight into a memory-mapped file. Returns the opened index. An existing index
+    in `folder` is replaced; anything else there is refused (UserError), never deleted.
     """
     n_rows = int(gallery.shape[0])
     ids = np.arange(n_rows, dtype=np.int64) if ids is None else check_ids(ids, n_rows)
     folder = Path(folder)
+    if folder.exists() and not (folder.is_dir() and ((folder / META).is_file() or not any(folder.iterdir()))):
+        raise UserError(f"{folder}: exists and is not a gallery index (which would be replaced); give a new folder")
     with staged_folder(folder) as staging:
         out = None
         for start, n, unit in unit_chunks(gallery, embed, chunk_rows, gallery_name):

@@ -117,7 +117,7 @@ class Retriever:
         queries = self.embed_texts(texts, seed, draws)
         if isinstance(gallery, GalleryIndex):
             self.check_index(gallery)
-            return search(queries, gallery.embeddings, k or self.top_k, chunk_rows=chunk_rows or gallery.meta["chunk_rows"],
+            return search(queries, gallery.embeddings, k or self.top_k, chunk_rows=chunk_rows or gallery.meta.get("chunk_rows", GALLERY_CHUNK),
                           gallery_name=str(gallery.folder), normalized=True)
         shape = getattr(gallery, "shape", None)
         if shape is None or len(shape) != 2 or shape[1] != self.image_dim or shape[0] == 0:
@@ -244,7 +244,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--queries", metavar="FILE", help=".npy [Q, text_dim] float text vectors")
     p.add_argument("--gallery", metavar="FILE", help=".npy [G, image_dim] float raw image features (memory-mapped)")
     p.add_argument("--out", metavar="FILE", help="output .npz: `indices` and `scores` [Q, K] (and `ids` with --index)")
-    p.add_argument("--save_index", metavar="DIR", help="embed --gallery once into this index folder (replaced if it exists)")
+    p.add_argument("--save_index", metavar="DIR",
+                   help="embed --gallery once into this index folder (a new folder, or an index, which is replaced)")
     p.add_argument("--ids", metavar="FILE", help="with --save_index: .npy [G] of the gallery rows' ids "
                                                    "(numbers or strings; default: the row numbers)")
     p.add_argument("--index", metavar="DIR", help="search this saved index (of RUN_DIR) instead of --gallery")
