@@ -319,6 +319,10 @@ def _start_ray(args) -> bool:
     for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's console tables off (verbose=0); our lines instead
+    # Tune times its own bookkeeping and warns when a step of it is slow ("may be a performance
+    # bottleneck"): on a busy machine that is every few seconds, and there is nothing for the user to change.
+    logging.getLogger("ray.tune.utils.util").addFilter(
+        lambda record: "may be a performance bottleneck" not in record.getMessage())
     if ray.is_initialized():
         return False
     if args.address:
