@@ -54,3 +54,16 @@ def test_a_study_ends_by_printing_its_table(tmp_path, capsys):
     out = capsys.readouterr().out
     table = (tmp_path / "out" / "results.md").read_text()
     assert table in out and "| DEMO | without_R | 0/1 |" in table
+
+
+def test_rays_notices_that_ask_nothing_of_the_user_are_left_out(caplog):
+    import logging
+
+    study_module._quiet_ray_notices()
+    tune_util = logging.getLogger("ray.tune.utils.util")
+    with caplog.at_level(logging.WARNING):
+        tune_util.warning("The `on_step_begin` operation took 2.341 s, which may be a performance bottleneck.")
+        logging.getLogger("ray._private.authentication.authentication_token_setup").warning(
+            "Token authentication is enabled for this Ray cluster. Set RAY_AUTH_MODE=disabled to opt out.")
+        tune_util.warning("Install psutil to monitor system performance.")
+    assert [r.getMessage() for r in caplog.records] == ["Install psutil to monitor system performance."]

@@ -308,6 +308,33 @@ def _check_answers(address: str, timeout: float = 10.0) -> None:
                         f"start the cluster there first (ray start --head) or correct the address") from None
 
 
+# Ray's warnings that ask nothing of the user: (logger, the start of the message, why it is left out).
+QUIET_RAY_NOTICES = (
+    # Tune times its own bookkeeping and warns when a step of it is slow: on a busy machine that is
+    # every few seconds, and there is nothing for the user to change.
+    ("ray.tune.utils.util", "The `", "may be a performance bottleneck"),
+    ("ray.tune.utils.util", "Processing trial results took", "may be a performance bottleneck"),
+    # A Ray started by this command protects itself with a token by default; it ends with the command.
+    ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled for this Ray cluster", ""),
+)
+
+
+class _QuietRayNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(record.name == name and message.startswith(start) and contains in message
+                       for name, start, contains in QUIET_RAY_NOTICES)
+
+
+_QUIET = _QuietRayNotices()
+
+
+def _quiet_ray_notices() -> None:
+    """Leave out of the console the warnings of QUIET_RAY_NOTICES (every other warning still shows)."""
+    for name, _, _ in QUIET_RAY_NOTICES:
+        logging.getLogger(name).addFilter(_QUIET)  # the same filter again adds nothing
+
+
 def _start_ray(args) -> bool:
     """Connect to --address, or start a local Ray; returns whether this process started it."""
     import ray
@@ -319,10 +346,7 @@ def _start_ray(args) -> bool:
     for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's console tables off (verbose=0); our lines instead
-    # Tune times its own bookkeeping and warns when a step of it is slow ("may be a performance
-    # bottleneck"): on a busy machine that is every few seconds, and there is nothing for the user to change.
-    logging.getLogger("ray.tune.utils.util").addFilter(
-        lambda record: "may be a performance bottleneck" not in record.getMessage())
+    _quiet_ray_notices()
     if ray.is_initialized():
         return False
     if args.address:
@@ -340,10 +364,7 @@ def _start_ray(args) -> bool:
     # Local workers import this package from where the driver found it.
     root = str(Path(__file__).resolve().parent.parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
-    # A local Ray lives and ends with this command: that it started, and that it protects itself with a
-    # token by default, ask nothing of the user (its other warnings still show).
-    logging.getLogger("ray._private.authentication.authentication_token_setup").addFilter(
-        lambda record: not record.getMessage().startswith("Token authentication is enabled for this Ray cluster"))
+    # A local Ray lives and ends with this command: that it started (an INFO line) asks nothing of the user.
     ray.init(num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
              logging_level=logging.WARNING,
              _temp_dir=os.path.join(tempfile.gettempdir(), f"zscrgan-ray-{os.getuid() if hasattr(os, 'getuid') else 0}"))
