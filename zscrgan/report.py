@@ -250,6 +250,7 @@ def plot_curves(groups: list[tuple[str, list[dict]]], path: Path, title: str, ri
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
     references: dict = {}  # dataset: chance Prec, in first-seen order
+    validated = False
     for label, runs in groups:
         rounds, stats = _mean_curve(runs, "test")
         means = [m for m, _ in stats]
@@ -258,6 +259,7 @@ def plot_curves(groups: list[tuple[str, list[dict]]], path: Path, title: str, ri
             ax.fill_between(rounds, [m - s for m, s in stats], [m + s for m, s in stats], color=line.get_color(), alpha=0.2)
         val_rounds, val_stats = _mean_curve(runs, "val")
         if val_rounds:
+            validated = True
             ax.plot(val_rounds, [m for m, _ in val_stats], ls=":", color=line.get_color(),
                     label=f"{label}: validation classes (selects the round)")
         selected = [(rec["round"], rec["test"]["prec"]) for r in runs for rec in r["records"]
@@ -276,7 +278,8 @@ def plot_curves(groups: list[tuple[str, list[dict]]], path: Path, title: str, ri
     k = groups[0][1][0]["summary"].get("top_k", 50) if groups and groups[0][1] else 50
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("round")
-    ax.set_ylabel(f"unseen Prec@{k} (mean over seeds; dots: selected rounds)")
+    ax.set_ylabel(f"unseen Prec@{k} (mean over seeds; dots: selected rounds)"
+                  + (f"\ndotted: validation classes' Prec@{k}" if validated else ""))
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
