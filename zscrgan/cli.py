@@ -351,7 +351,7 @@ COMMANDS = {
     "baseline": ("zscrgan.baseline", "main", (), False, "the ridge-regression reference on a dataset folder"),
     "study": ("zscrgan.study", "main", (), False, "many runs over datasets, variants and seeds"),
     "retrieve": ("zscrgan.retrieve", "main", (), True,
-                 "rank a gallery of image features for text queries with a trained run"),
+                 "rank a gallery of image features for text queries with a trained run (or save and search an index)"),
     "diagnose": ("zscrgan.diagnose", "main", (), True,
                  "score a trained run in every space it offers, with upper bounds and the ridge reference"),
 }
