@@ -103,9 +103,9 @@ def test_retrieval_of_a_run_ranks_as_training_time_evaluation(trained, method):
     data = prepare_data(tiny_config(method), root / "datasets")
     rset = data.test
     run.method.reset_noise(3)
-    metrics, retrieved = evaluate(run.method, rset, 10)
+    metrics, rows = evaluate(run.method, rset, 10)
     _, indices = run.search(rset.texts, rset.images, k=10, seed=3)
-    assert np.array_equal(rset.gallery_labels[indices], retrieved)
+    assert np.array_equal(indices, rows)
 
 
 def test_a_resume_cannot_change_the_method(trained):
@@ -140,11 +140,13 @@ def test_another_methods_keys_are_refused_with_one_line():
 def test_the_ridge_method_is_the_ridge_reference(trained):
     from zscrgan.baseline import ridge_baseline
     from zscrgan.data.release import load_dataset
+    from zscrgan.run import float32_digits
 
     root, runs = trained
     ds = load_dataset(root / "datasets" / "DEMO")
     reference = ridge_baseline(ds.image, ds.text, ds.seen, ds.unseen, k=50)
-    assert _records(runs["ridge"])[0]["test"]["prec"] == pytest.approx(reference["prec"], abs=1e-9)
+    # metrics.jsonl writes floats with the digits of a float32
+    assert _records(runs["ridge"])[0]["test"]["prec"] == float32_digits(reference["prec"])
     summary = json.loads((runs["ridge"] / "summary.json").read_text())
     assert summary["rounds_done"] == 1 and summary["trained"]
 

@@ -106,7 +106,9 @@ def test_same_moment_same_seed_two_folders_and_two_sets_of_retrieval_files(twin_
     first, second = summaries
     assert [Path(p).name for p in first["retrieval_files"]] == [Path(p).name for p in second["retrieval_files"]]
     released = sorted((tmp / "results" / "DEMO_res").glob("acc*.pkl"))
-    assert sorted(first["released_copies"]) == [str(p) for p in released] and second["released_copies"] == []
+    # Relative to the run folder, as every path in a run's files.
+    assert sorted(str((folders[0] / p).resolve()) for p in first["released_copies"]) == [str(p.resolve()) for p in released]
+    assert second["released_copies"] == [] and not any(Path(p).is_absolute() for p in first["released_copies"])
     for p in released:
         assert p.read_bytes() == (folders[0] / "retrieved" / p.name).read_bytes()
 

@@ -12,7 +12,9 @@ import importlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 DATA_ROOT_ENV = "ZSCRGAN_DATA_ROOT"
@@ -117,10 +119,9 @@ def train_one(cfg, run_dir: Path, args, overrides: dict, resume: bool = False, n
         print(f"{label}: {summary['selected_round']} | unseen Prec@{k} {test['prec']:.4f} mAP@{k} {test['map']:.4f} "
               f"Top-1 {test['top1']:.4f} | chance Prec@{k} {summary['chance_prec']:.4f}")
     print(f"run folder: {summary['run_dir']}")
-    files, copies = summary["retrieval_files"], summary["released_copies"]
-    if files:
-        print(f"retrieval files: {len(files)} in {Path(summary['run_dir']) / Path(files[0]).parent}"
-              + (f", {len(copies)} also in {Path(copies[0]).parent}" if copies else ""))
+    files = summary["retrieval_files"]
+    if files:  # the copies to the released layout: Run says what they did, in one line
+        print(f"retrieval files: {len(files)} in {Path(summary['run_dir']) / Path(files[0]).parent}")
     return summary
 
 
@@ -189,8 +190,25 @@ def _check_flags(args) -> None:
             raise UserError(f"{flag} {folder}: {problem}; give a folder")
 
 
-# Exit status of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
-EXIT_INTERRUPTED = 130
+# Exit status of a run stopped by Ctrl-C or SIGTERM: 128 + the signal's number, as a shell reports it.
+EXIT_INTERRUPTED = {"Ctrl-C": 130, "SIGTERM": 143}
+
+
+class Terminated(BaseException):
+    """SIGTERM outside the training loop (loading data, compiling, writing): the command stops as
+    Ctrl-C stops it (a BaseException, like KeyboardInterrupt, so no `except Exception` swallows it)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def interrupted_status(stopped: str) -> int | None:
+    """The exit status of a run whose summary's `stopped` is `stopped`: 130 or 143 if it was interrupted."""
+    for cause, status in EXIT_INTERRUPTED.items():
+        if stopped.startswith(f"interrupted ({cause})"):
+            return status
+    return None
 
 
 def dataset_recommendation(args) -> dict:
@@ -250,8 +268,19 @@ def _help_defaults(argv: list) -> tuple[dict, dict]:
 def train_main(argv=None, prog: str | None = None) -> int:
     """`zscrgan train` (and `python main.py`): parse the flags, then train, resume or evaluate.
 
-    Returns the exit status: 0 done (rounds or time budget), 2 bad input (one line on stderr), 130 Ctrl-C.
+    Returns the exit status: 0 done (rounds or time budget), 2 bad input (one line on stderr), 130 Ctrl-C,
+    143 SIGTERM (handled as Ctrl-C is: the round in flight is dropped, every file is complete).
     """
+    if threading.current_thread() is not threading.main_thread():
+        return _train_main(argv, prog)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _train_main(argv, prog)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train_main(argv, prog: str | None) -> int:
     import yaml
 
     from zscrgan.config import (CONFIG_DIR, all_key_meanings, find_shipped, flatten, load_config, load_run_config,
@@ -315,10 +344,11 @@ def train_main(argv=None, prog: str | None = None) -> int:
         return 2
     except KeyboardInterrupt:  # Ctrl-C before training started (loading data, compiling)
         print("interrupted (Ctrl-C)", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if summary is not None and summary["stopped"].startswith("interrupted"):
-        return EXIT_INTERRUPTED
-    return 0
+        return EXIT_INTERRUPTED["Ctrl-C"]
+    except Terminated:
+        print("interrupted (SIGTERM)", file=sys.stderr)
+        return EXIT_INTERRUPTED["SIGTERM"]
+    return (summary is not None and interrupted_status(summary["stopped"])) or 0
 
 
 # Subcommands: (module, function, arguments put before the user's, imports TensorFlow, one-line help).
@@ -332,7 +362,7 @@ COMMANDS = {
     "baseline": ("zscrgan.baseline", "main", (), False, "the ridge-regression reference on a dataset folder"),
     "study": ("zscrgan.study", "main", (), False, "many runs over datasets, variants and seeds"),
     "retrieve": ("zscrgan.retrieve", "main", (), True,
-                 "rank a gallery of image features for text queries with a trained run"),
+                 "rank a gallery of image features for text queries with a trained run (or save and search an index)"),
     "diagnose": ("zscrgan.diagnose", "main", (), True,
                  "score a trained run in every space it offers, with upper bounds and the ridge reference"),
 }

@@ -18,6 +18,8 @@ import csv
 import io
 import json
 import math
+import os
+import re
 import sys
 from pathlib import Path
 
@@ -168,10 +170,22 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
+def study_variant(run: dict) -> str | None:
+    """The study variant a run folder is a trial of (`<study>/<dataset>/<variant>/seed<k>`, the study
+    folder holding study.yaml), or None for a run folder of no study."""
+    folder = Path(run["dir"])
+    if re.fullmatch(r"seed\d+", folder.name) and folder.parent.parent.name == str(run["config"].get("dataset")) \
+            and (folder.parents[2] / "study.yaml").is_file():
+        return folder.parent.name
+    return None
+
+
 def group_runs(runs: list[dict]) -> list[tuple[str, str, list[dict]]]:
     """[(dataset, label, runs)], one entry per (dataset, config without the seed), in first-seen order.
 
-    The label names the config keys in which a group differs from the other groups of its dataset.
+    The label is the study's variant name when the runs are a study's trials of one variant (the name
+    the study's table shows); otherwise the config keys in which a group differs from the other
+    groups of its dataset.
     """
     groups: dict = {}
     for r in runs:
@@ -181,7 +195,9 @@ def group_runs(runs: list[dict]) -> list[tuple[str, str, list[dict]]]:
         cfg = members[0]["config"]
         others = [m[0]["config"] for (d, h), m in groups.items() if d == dataset and h != digest]
         differing = sorted({k for o in others for k in set(cfg) | set(o) if k != "seed" and o.get(k) != cfg.get(k)})
-        label = ", ".join(f"{k}={cfg.get(k)}" for k in differing) or f"cfg{digest}"
+        variants = {study_variant(m) for m in members}
+        label = (variants.pop() if len(variants) == 1 and None not in variants else
+                 ", ".join(f"{k}={cfg.get(k)}" for k in differing) or f"cfg{digest}")
         out.append((dataset, label, members))
     return out
 
@@ -272,37 +288,59 @@ def aggregate(runs: list[dict]) -> dict:
 
 
 # --- plots -------------------------------------------------------------------------------------------
-def plot_curves(groups: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
+def _mean_curve(runs: list[dict], split: str) -> tuple[list, list]:
+    """(rounds, [(mean, std)]) of the runs' `split` ("test" or "val") Prec per round."""
+    by_round: dict = {}
+    for r in runs:
+        for rec in r["records"]:
+            if split in rec:
+                by_round.setdefault(rec["round"], []).append(rec[split]["prec"])
+    rounds = sorted(by_round)
+    return rounds, [mean_std(by_round[x]) for x in rounds]
+
+
+def plot_curves(groups: list[tuple[str, list[dict]]], path: Path, title: str, ridge: dict | None = None) -> None:
     """Per group: mean unseen Prec per round over its runs, a band of +- one std where 2+ runs have the
-    round, and each run's selected round marked; saved atomically as an image."""
+    round, each run's selected round marked and, for runs selecting on validation classes, the mean
+    validation Prec (dotted, the curve the selection reads). Per dataset of the runs: its chance
+    line and, where `ridge` ({dataset: Prec}) has it, the ridge reference. Saved atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    references: dict = {}  # dataset: chance Prec, in first-seen order
+    validated = False
     for label, runs in groups:
-        by_round: dict = {}
-        for r in runs:
-            for rec in r["records"]:
-                by_round.setdefault(rec["round"], []).append(rec["test"]["prec"])
-        rounds = sorted(by_round)
-        stats = [mean_std(by_round[x]) for x in rounds]
+        rounds, stats = _mean_curve(runs, "test")
         means = [m for m, _ in stats]
         line, = ax.plot(rounds, means, label=f"{label} (n={len(runs)})")
         if len(runs) > 1:
             ax.fill_between(rounds, [m - s for m, s in stats], [m + s for m, s in stats], color=line.get_color(), alpha=0.2)
+        val_rounds, val_stats = _mean_curve(runs, "val")
+        if val_rounds:
+            validated = True
+            ax.plot(val_rounds, [m for m, _ in val_stats], ls=":", color=line.get_color(),
+                    label=f"{label}: validation classes (selects the round)")
         selected = [(rec["round"], rec["test"]["prec"]) for r in runs for rec in r["records"]
                     if rec["round"] == r["summary"].get("selected_round")]
         if selected:
             ax.scatter(*zip(*selected), marker="o", s=18, color=line.get_color(), zorder=3)
-    chance = groups[0][1][0]["summary"].get("chance_prec") if groups and groups[0][1] else None
-    if chance is not None:
-        ax.axhline(chance, color="grey", lw=0.8, label="chance")
+        for r in runs:
+            references.setdefault(r["config"].get("dataset"), r["summary"].get("chance_prec"))
+    styles = ("-", "--", "-.", ":")
+    for i, (dataset, chance) in enumerate(references.items()):
+        name = f" ({dataset})" if len(references) > 1 else ""
+        if chance is not None:
+            ax.axhline(chance, color="grey", lw=0.8, ls=styles[i % len(styles)], label=f"chance{name}")
+        if (ridge or {}).get(dataset) is not None:
+            ax.axhline(ridge[dataset], color="black", lw=0.9, ls=styles[i % len(styles)], label=f"ridge reference{name}")
     k = groups[0][1][0]["summary"].get("top_k", 50) if groups and groups[0][1] else 50
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("round")
-    ax.set_ylabel(f"unseen Prec@{k} (mean over seeds; dots: selected rounds)")
+    ax.set_ylabel(f"unseen Prec@{k} (mean over seeds; dots: selected rounds)"
+                  + (f"\ndotted: validation classes' Prec@{k}" if validated else ""))
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
@@ -329,6 +367,26 @@ def ridge_entry(dataset: str, data_root: Path, cfg, query_protocol: str = "per_t
     return {"dataset": dataset, "variant": "ridge reference", "runs": [], "finished": 1, "total": 1, "stats": stats,
             "queries": query_protocol.replace("_", " "),
             "notes": f"one ridge fit on all seen classes (class-mean targets, input_scaling {cfg.input_scaling}); no rounds"}
+
+
+def plot_ridge(runs: list[dict], data_root: Path) -> dict:
+    """{dataset: ridge reference Prec} for the datasets of `runs` found under `data_root`, with each
+    dataset's first run's input scaling, top_k and query protocol; a dataset not found is left out."""
+    from types import SimpleNamespace
+
+    out = {}
+    for r in runs:
+        dataset, cfg = r["config"].get("dataset"), r["config"]
+        if dataset in out or not (Path(data_root) / str(dataset)).is_dir():
+            continue
+        settings = SimpleNamespace(input_scaling=cfg.get("input_scaling", "none"), top_k=cfg.get("top_k", 50))
+        try:
+            entry = ridge_entry(dataset, data_root, settings, cfg.get("query_protocol", "per_text"))
+        except UserError as e:
+            print(f"note: no ridge reference for {dataset} in the plot: {e}", file=sys.stderr)
+            continue
+        out[dataset] = entry["stats"][("released", "prec")][0]
+    return out
 
 
 def write_study_tables(study, folder: Path, data_root: Path) -> dict:
@@ -366,14 +424,17 @@ def write_study_tables(study, folder: Path, data_root: Path) -> dict:
                             "runs": [read_run(Path(searched["run_dir"]))],
                             "notes": f"seed {study.seeds[0]}; validation Prec {searched['val_prec']:.4f}; {chosen}"})
         cfg = load_config(dataset, overrides=study.config)
+        ridge = None
         try:
             entries.append(ridge_entry(dataset, data_root, cfg, study.query_protocol))
+            ridge = entries[-1]["stats"][("released", "prec")][0]
         except UserError as e:
             entries.append({"dataset": dataset, "variant": "ridge reference", "runs": [], "finished": 0, "total": 1,
                             "notes": f"not computed: {e}"})
         if plot_groups:
             plot_curves(plot_groups, folder / f"{dataset}.png",
-                        f"{study.name} on {dataset}: unseen Prec@{cfg.top_k} per round, mean ± std over seeds")
+                        f"{study.name} on {dataset}: unseen Prec@{cfg.top_k} per round, mean ± std over seeds",
+                        ridge={dataset: ridge})
     rows = table_rows(entries)
     write_text_atomic(folder / "results.csv", to_csv(rows))
     header = (f"# Study {study.name}\n\nFrom the run folders under this folder ({study.protocol} protocol; "
@@ -391,6 +452,9 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, help="also save each group's aggregate as JSON to this file")
     p.add_argument("--csv", type=Path, help="also save the table as CSV to this file")
     p.add_argument("--md", type=Path, help="also save the table as markdown to this file")
+    p.add_argument("--data_root", type=Path, default=os.environ.get("ZSCRGAN_DATA_ROOT") or "datasets",
+                   help="folder holding the dataset folders, for the ridge reference in --plot (default: "
+                        "$ZSCRGAN_DATA_ROOT if set, else ./datasets); a dataset not there is plotted without it")
     args = p.parse_args(argv)
     try:
         _check_outputs(args)
@@ -438,7 +502,8 @@ def _write_outputs(args, runs: list[dict]) -> None:
         write_text_atomic(args.md, to_markdown(rows))
     if args.plot:
         plot_curves([(f"{d} {label}", members) for d, label, members in groups], args.plot,
-                    "unseen Prec per round, mean ± std over the runs of each configuration")
+                    "unseen Prec per round, mean ± std over the runs of each configuration",
+                    ridge=plot_ridge(runs, Path(args.data_root)))
         print(f"plot: {args.plot}")
 
 

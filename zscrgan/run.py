@@ -5,7 +5,9 @@ A run folder holds `config.yaml` (the resolved config), `input_scaling.json` (th
 its factors, which `zscrgan.retrieve` applies to a user's vectors), `metrics.jsonl` (one JSON line per round),
 `summary.json`, `provenance.jsonl` (what started and resumed it), `checkpoints/` (best round's weights
 and the last round's full state, for resume), TensorBoard scalars under `tb/` and, at every new best
-round, the retrieval file `retrieved/acc<score>.pkl`. A copy also goes to the released path
+round, the retrieval file `retrieved/acc<score>.pkl` (the released content: each query's retrieved
+classes) with, beside it, `retrieved/acc<score>.rows.npy` (int64 [queries, top_k]: the gallery rows of
+the retrieved images, see `retrieval_rows_file`). A copy also goes to the released path
 `<results_root>/<DATASET>_res/acc<score>.pkl` unless a file of that name exists (another run's: it is
 never replaced). Every file is written atomically, so an interrupted run never leaves a half-written result.
 """
@@ -28,7 +30,7 @@ import tensorflow as tf
 import yaml
 
 from zscrgan import __version__
-from zscrgan.atomic import append_line, publish_copy, read_lines, remove_debris, retired_name, staged_folder, write_text_atomic
+from zscrgan.atomic import append_line, atomic_file, publish_copy, read_lines, remove_debris, retired_name, staged_folder, write_text_atomic
 from zscrgan.config import read_yaml, to_plain
 from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
@@ -46,6 +48,17 @@ from zscrgan.released import retrieval_file_name
 
 DEMO = "DEMO"
 SCALING_FILE = "input_scaling.json"  # the run's input scaling and its factors, for scaling a user's vectors
+
+
+def retrieval_rows_file(retrieval_file: Path) -> Path:
+    """The file beside a retrieval file `acc<score>.pkl` that records which images it retrieved:
+    `acc<score>.rows.npy`, int64 [queries, top_k], each query's retrieved gallery rows, best first.
+
+    Rows and queries are numbered as evaluation orders them: the unseen classes by ascending class id
+    and, within a class, its images (texts) in the dataset's order; the pickle holds the same
+    retrievals as class ids.
+    """
+    return Path(retrieval_file).with_suffix(".rows.npy")
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
@@ -170,38 +183,46 @@ class Best:
 
 
 class StopFlag:
-    """Turns the first Ctrl-C into a request to stop at the next chunk boundary; a second one aborts.
+    """Turns the first Ctrl-C (SIGINT) or SIGTERM (what Slurm, Kubernetes and `timeout` send) into a
+    request to stop at the next chunk boundary; a second one aborts.
 
-    After the first Ctrl-C the default disposition of SIGINT is restored, so the second one ends the
-    process at once, even inside a compiled call (a Python handler would wait for the call to return).
+    After the first signal the default dispositions are restored, so the second one ends the process
+    at once, even inside a compiled call (a Python handler would wait for the call to return).
+    `cause` names the first signal ("Ctrl-C" or "SIGTERM") for the summary and the exit status.
     """
+
+    SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
     def __init__(self):
         self.requested = False
+        self.cause = ""
         self.where = ""
-        self._previous = None
+        self._previous: dict = {}
 
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
             return self  # signals reach only the main thread (a Ray Tune trial runs in another one)
-        self._previous = signal.getsignal(signal.SIGINT)
 
         def handler(signum, frame):
-            self.requested = True
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            print("\nCtrl-C: stopping within seconds and writing what the run has "
-                  "(press again to abort at once; the run stays resumable from its last round)", flush=True)
+            self.requested, self.cause = True, self.SIGNALS[signum]
+            for number in self.SIGNALS:
+                signal.signal(number, signal.SIG_DFL)
+            again = "press Ctrl-C again" if signum == signal.SIGINT else "a second SIGTERM or Ctrl-C"
+            print(f"\n{self.cause}: stopping within seconds and writing what the run has "
+                  f"({again} to abort at once; the run stays resumable from its last round)", flush=True)
 
-        signal.signal(signal.SIGINT, handler)
+        for number in self.SIGNALS:
+            self._previous[number] = signal.getsignal(number)
+            signal.signal(number, handler)
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
         return False
 
     def between_chunks(self, phase: str, total: int):
-        """A `stop` callback for a chunked phase: True once Ctrl-C was pressed, noting how far it got."""
+        """A `stop` callback for a chunked phase: True once a stop was requested, noting how far it got."""
         def stop(done: int) -> bool:
             if self.requested:
                 self.where = f"the {phase} after {done} of {total} iterations"
@@ -234,6 +255,7 @@ class Run:
         self.files: dict = {"retrieval_files": [], "released_copies": []}
         self.resumed = False
         self._tb = None
+        self._copies = {"copied": 0, "kept": 0}  # this process's copies to the released layout
 
     # checkpoint layout
     @property
@@ -365,23 +387,37 @@ class Run:
         write_text_atomic(self.run_dir / f"evaluation-draws{self.cfg.eval_draws}.json", json.dumps(out, indent=1))
         return out
 
-    def _write_retrievals(self, retrieved: np.ndarray, score: float) -> Path:
-        """The retrieval file into the run folder, and a copy to the released path if no file is there."""
+    def _write_retrievals(self, rows: np.ndarray, score: float) -> Path:
+        """The retrieval file (and its rows file) into the run folder, and a copy to the released path
+        if no file is there."""
         name = retrieval_file_name(score)
         path = self.run_dir / "retrieved" / name
         path.parent.mkdir(exist_ok=True)
         copy = None if self.results_dir is None else self.results_dir / name
         # A released copy linked to this run's own file was made before a kill: this round is being repeated.
         ours = copy is not None and path.exists() and copy.exists() and os.path.samefile(path, copy)
-        dump_pickle(retrieval_records(self.data.test.query_labels, retrieved), path)
+        with atomic_file(retrieval_rows_file(path), "wb") as f:
+            np.save(f, np.asarray(rows, np.int64))
+        dump_pickle(retrieval_records(self.data.test.query_labels, self.data.test.gallery_labels[rows]), path)
         self.files["retrieval_files"].append(str(path.relative_to(self.run_dir)))
         if copy is not None:
             self.results_dir.mkdir(parents=True, exist_ok=True)
             if publish_copy(path, copy) or ours:
-                self.files["released_copies"].append(str(copy.resolve()))
+                self.files["released_copies"].append(os.path.relpath(copy.resolve(), self.run_dir.resolve()))
+                self._copies["copied"] += 1
             else:
-                self.log(f"note: {copy} exists (another run's, kept); this run's file is {path}")
+                self._copies["kept"] += 1
         return path
+
+    def _say_what_the_copies_did(self) -> None:
+        """One line for the copies this process made to the released layout (none: no line)."""
+        copied, kept = self._copies["copied"], self._copies["kept"]
+        if copied or kept:
+            line = f"released layout: {copied} retrieval file(s) copied to {self.results_dir}"
+            if kept:
+                line += (f"; {kept} not copied, as a file of the same name there is another run's and is kept "
+                         f"(this run's are in {self.run_dir / 'retrieved'})")
+            self.log(line)
 
     def _summary(self, stop_reason: str) -> dict:
         cfg = self.cfg
@@ -390,7 +426,7 @@ class Run:
                "selected_round": b.round, "test_at_selected_round": b.test, "test_at_last_round": self.last_test,
                "best_test_prec_any_round": None if b.best_test_any_round == -math.inf else b.best_test_any_round,
                "chance_prec": chance_prec(self.data.test.gallery_labels, self.data.test.query_labels),
-               "top_k": cfg.top_k, "run_dir": str(self.run_dir), **self.files}
+               "top_k": cfg.top_k, "run_dir": str(self.run_dir.resolve()), **self.files}
         if self.method.done():  # a closed-form method: its rounds are all done, whatever `rounds` asked
             out["trained"] = True
         if cfg.protocol == "validated":
@@ -413,7 +449,7 @@ class Run:
     def _evaluate_round(self, losses: dict, seconds_train: float) -> dict:
         cfg = self.cfg
         t0 = time.perf_counter()
-        test, retrieved = evaluate(self.method, self.data.test, cfg.top_k)
+        test, rows = evaluate(self.method, self.data.test, cfg.top_k)
         record = {"round": self.round, "losses": losses, "test": _headline(test)}
         self.last_test = record["test"]
         if self.data.val is not None:
@@ -427,7 +463,7 @@ class Run:
         record["new_best"] = score > b.score and all(v is not None for v in losses.values())
         if record["new_best"]:
             b.round, b.score, b.test, b.val = self.round, score, record["test"], record.get("val", {})
-            record["retrieval_file"] = str(self._write_retrievals(retrieved, test["prec"]))
+            record["retrieval_file"] = str(self._write_retrievals(rows, test["prec"]).relative_to(self.run_dir))
             save_checkpoint(self.weights, self.best_dir, {"round": self.round, "test": b.test, "val": b.val,
                                                           "image_dim": self.data.image_dim,
                                                           "text_dim": self.data.text_dim})
@@ -436,7 +472,8 @@ class Run:
     def _print_round(self, r: dict, elapsed: float, previous: list[float], budget_s: float | None) -> None:
         """One line per round, with the time left: the rounds left at the mean time of the last rounds
         (`previous`: this process's earlier round times; its first, which compiled the phases, is left
-        out), or the time budget's rest if that ends sooner."""
+        out), or the time budget's rest if that ends sooner. The first round of a process has no
+        estimate ("~?"): it compiled, and would overstate the time left several times over."""
         k, rounds = self.cfg.top_k, self.cfg.rounds
         losses = " ".join(f"{n} {_fmt(v)}" for n, v in r["losses"].items())
         t = r["test"]
@@ -445,11 +482,15 @@ class Run:
         if "val" in r:
             line += f" | val Prec@{k} {r['val']['prec']:.4f}"
         seconds = r["seconds"]["train"] + r["seconds"]["eval"]
-        recent = (previous[1:] + [seconds])[-3:]
-        left = sum(recent) / len(recent) * (rounds - r["round"])
-        if budget_s is not None:
-            left = min(left, max(budget_s - elapsed, 0.0))
-        line += f" | {seconds:.1f}s, {_clock(elapsed)} elapsed, ~{_clock(left)} left"
+        if previous or r["round"] >= rounds:
+            recent = (previous[1:] + [seconds])[-3:]
+            left = sum(recent) / len(recent) * (rounds - r["round"])
+            if budget_s is not None:
+                left = min(left, max(budget_s - elapsed, 0.0))
+            estimate = f"~{_clock(left)} left"
+        else:
+            estimate = "~? left (estimated from the next round on: this one compiled)"
+        line += f" | {seconds:.1f}s, {_clock(elapsed)} elapsed, {estimate}"
         if r["new_best"]:
             line += " | new best"
         self.log(line)
@@ -479,7 +520,7 @@ class Run:
         self.log(f"device: {describe_device()} | protocol {self.cfg.protocol} | output {self.run_dir}")
 
     def train(self, time_budget_min: float | None = None, on_round=None) -> dict:
-        """Run rounds until `rounds`, the time budget or Ctrl-C; returns the summary (also written).
+        """Run rounds until `rounds`, the time budget, Ctrl-C or SIGTERM; returns the summary (also written).
 
         `on_round(record)` is called after each round is written and checkpointed.
         """
@@ -503,13 +544,13 @@ class Run:
                 t0 = time.perf_counter()
                 round_losses = self.method.train_round(phases)
                 if round_losses is None:  # the last checkpoint still holds the previous round: resume repeats this one
-                    stop_reason = (f"interrupted (Ctrl-C) in round {self.round + 1}, {stop.where or 'between phases'}; "
+                    stop_reason = (f"interrupted ({stop.cause}) in round {self.round + 1}, {stop.where or 'between phases'}; "
                                    "that round was not kept")
                     break
                 self.round += 1
                 losses = {n: _finite_or_none(round_losses[n]) for n in self.method.loss_names}
                 record = self._evaluate_round(losses, time.perf_counter() - t0)
-                append_line(self.run_dir / "metrics.jsonl", json.dumps(record, allow_nan=False))
+                append_line(self.run_dir / "metrics.jsonl", json.dumps(float32_digits(record), allow_nan=False))
                 self._tensorboard(record)
                 self._print_round(record, time.perf_counter() - started, round_times,
                                   None if time_budget_min is None else time_budget_min * 60)
@@ -520,9 +561,10 @@ class Run:
                 if on_round is not None:
                     on_round(record)
                 if stop.requested:
-                    stop_reason = f"interrupted (Ctrl-C) after round {self.round}"
+                    stop_reason = f"interrupted ({stop.cause}) after round {self.round}"
                     break
-        summary = self._summary(stop_reason)
+        self._say_what_the_copies_did()
+        summary = float32_digits(self._summary(stop_reason))
         write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         return summary
 
@@ -543,6 +585,22 @@ def _logged_round(line: str) -> float:
         return int(json.loads(line)["round"])
     except (ValueError, TypeError, KeyError, OverflowError, RecursionError):
         return math.inf
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def float32_digits(value):
+    """`value` (JSON-able: dicts, lists, numbers) with every float cut to the digits a float32 carries
+    (0.5200000000000001 -> 0.52), the shortest that reads back as the same float32; a float beyond
+    float32's range is kept as it is. Two equal values stay equal, so runs still compare bit for bit."""
+    if isinstance(value, float):
+        return float(str(np.float32(value))) if abs(value) <= _FLOAT32_MAX else value
+    if isinstance(value, dict):
+        return {k: float32_digits(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [float32_digits(v) for v in value]
+    return value
 
 
 def _finite_or_none(value) -> float | None:

@@ -371,6 +371,33 @@ def _check_answers(address: str, timeout: float = 10.0) -> None:
                         f"start the cluster there first (ray start --head) or correct the address") from None
 
 
+# Ray's warnings that ask nothing of the user: (logger, the start of the message, why it is left out).
+QUIET_RAY_NOTICES = (
+    # Tune times its own bookkeeping and warns when a step of it is slow: on a busy machine that is
+    # every few seconds, and there is nothing for the user to change.
+    ("ray.tune.utils.util", "The `", "may be a performance bottleneck"),
+    ("ray.tune.utils.util", "Processing trial results took", "may be a performance bottleneck"),
+    # A Ray started by this command protects itself with a token by default; it ends with the command.
+    ("ray._private.authentication.authentication_token_setup", "Token authentication is enabled for this Ray cluster", ""),
+)
+
+
+class _QuietRayNotices(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        return not any(record.name == name and message.startswith(start) and contains in message
+                       for name, start, contains in QUIET_RAY_NOTICES)
+
+
+_QUIET = _QuietRayNotices()
+
+
+def _quiet_ray_notices() -> None:
+    """Leave out of the console the warnings of QUIET_RAY_NOTICES (every other warning still shows)."""
+    for name, _, _ in QUIET_RAY_NOTICES:
+        logging.getLogger(name).addFilter(_QUIET)  # the same filter again adds nothing
+
+
 def _start_ray(args) -> bool:
     """Connect to --address, or start a local Ray; returns whether this process started it."""
     import ray
@@ -382,6 +409,7 @@ def _start_ray(args) -> bool:
     for name in ("ray.tune.tune", "ray.tune.analysis.experiment_analysis"):
         logging.getLogger(name).setLevel(logging.ERROR)
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # Tune's console tables off (verbose=0); our lines instead
+    _quiet_ray_notices()
     if ray.is_initialized():
         return False
     if args.address:
@@ -404,19 +432,67 @@ def _start_ray(args) -> bool:
     # Local workers import this package from where the driver found it.
     root = str(Path(__file__).resolve().parent.parent)
     os.environ["PYTHONPATH"] = os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)
+    # A local Ray lives and ends with this command: that it started (an INFO line) asks nothing of the user.
     ray.init(num_cpus=args.num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=False,
+             logging_level=logging.WARNING,
              _temp_dir=os.path.join(tempfile.gettempdir(), f"zscrgan-ray-{os.getuid() if hasattr(os, 'getuid') else 0}"))
     return True
+
+
+# A running trial's progress line comes at most this often; its round lines are in its console.log.
+PROGRESS_EVERY_S = 30.0
+
+
+class TrialProgress:
+    """What the console says of one trial: its rounds, the best selection score so far, and the time
+    left, estimated from its second round on (the first compiles)."""
+
+    def __init__(self, label: str, rounds: int | None, time_budget: float | None, score_name: str):
+        self.label, self.rounds, self.budget_s, self.score_name = label, rounds, time_budget and time_budget * 60, score_name
+        self.started = time.monotonic()
+        self.first: tuple[int, float] | None = None  # (round, time) of the first result this driver saw
+        self.round, self.best, self.printed = 0, None, self.started
+
+    def update(self, round_: int, score: float | None, now: float) -> None:
+        if self.first is None:
+            self.first = (round_, now)
+        self.round, self.best = round_, score
+
+    def left_s(self, now: float) -> float | None:
+        """Seconds left: the rounds left at this trial's mean round time, or the time budget's rest."""
+        if self.first is None or self.round <= self.first[0]:
+            return None
+        per_round = (now - self.first[1]) / (self.round - self.first[0])
+        left = None if self.rounds is None else per_round * (self.rounds - self.round)
+        if self.budget_s is not None:
+            rest = max(self.budget_s - (now - self.started), 0.0)
+            left = rest if left is None else min(left, rest)
+        return left
+
+    def line(self, now: float) -> str:
+        of = f"/{self.rounds}" if self.rounds is not None else ""
+        best = "" if self.best is None else f", best {self.score_name} {self.best:.4f}"
+        left = self.left_s(now)
+        eta = "~?" if left is None else f"~{_clock(left)}"
+        return f"{self.label}: round {self.round}{of}{best}, {_clock(now - self.started)} elapsed, {eta} left"
+
+
+def _clock(seconds: float) -> str:
+    m, s = divmod(int(round(seconds)), 60)
+    return f"{m // 60}:{m % 60:02d}:{s:02d}" if m >= 60 else f"{m}:{s:02d}"
 
 
 def _progress_callback(total: int):
     from ray import tune
 
     class Progress(tune.Callback):
-        """One console line per trial event, instead of Tune's status tables."""
+        """The study's console: a line when a trial starts, a progress line per running trial at most
+        every PROGRESS_EVERY_S seconds (round k/N, best so far, time left), and a line when it ends;
+        instead of Tune's status tables and a line per round."""
 
         def __init__(self):
             self.done = 0
+            self.trials: dict = {}
 
         def _label(self, trial):
             spec = trial.config["trial"]
@@ -424,18 +500,34 @@ def _progress_callback(total: int):
                 return f"{spec['dataset']}/{spec['variant']}/seed{spec['seed']}"
             return f"{spec['dataset']}/search/{trial.trial_id}"
 
+        def _progress(self, trial) -> TrialProgress:
+            if trial.trial_id not in self.trials:
+                spec = trial.config["trial"]
+                rounds = spec["overrides"].get("rounds")
+                validated = spec["overrides"].get("protocol") == "validated"
+                self.trials[trial.trial_id] = TrialProgress(
+                    self._label(trial), None if spec["time_budget"] is not None else rounds, spec["time_budget"],
+                    "validation Prec" if validated else "unseen Prec")
+            return self.trials[trial.trial_id]
+
         def on_trial_start(self, iteration, trials, trial, **info):
+            self._progress(trial)
             print(f"started  {self._label(trial)}", flush=True)
 
         def on_trial_result(self, iteration, trials, trial, result, **info):
-            line = f"         {self._label(trial)} round {result['round']}: unseen Prec {result['test_prec']:.4f}"
-            if "val_prec" in result:
-                line += f", validation Prec {result['val_prec']:.4f}"
-            print(line, flush=True)
+            progress, now = self._progress(trial), time.monotonic()
+            progress.update(result["round"], result.get("score"), now)
+            if now - progress.printed >= PROGRESS_EVERY_S:
+                progress.printed = now
+                print(f"         {progress.line(now)}", flush=True)
 
         def on_trial_complete(self, iteration, trials, trial, **info):
             self.done += 1
-            print(f"finished {self._label(trial)} ({self.done}/{total})", flush=True)
+            progress = self._progress(trial)
+            rounds = f"round {progress.round}" if progress.round else "nothing left to run"
+            best = "" if progress.best is None else f", best {progress.score_name} {progress.best:.4f}"
+            print(f"finished {self._label(trial)} ({self.done}/{total}): {rounds}{best}, "
+                  f"{_clock(time.monotonic() - progress.started)}", flush=True)
 
         def on_trial_error(self, iteration, trials, trial, **info):
             self.done += 1
@@ -632,6 +724,7 @@ def main(argv=None) -> int:
     grid = ", ".join(f"{n} {s}" for s, n in statuses.items())
     if args.search:  # the search's own trials are in search.json and the table's search row
         grid = f"search: {'interrupted' if interrupted else 'done'}; the study's grid of variants and seeds: {grid}"
+    print(f"\n{(folder / 'results.md').read_text(encoding='utf-8')}")
     print(f"study folder: {folder} | {time.perf_counter() - started:.0f} s | {grid}")
     print(f"tables: {folder / 'results.md'}, {folder / 'results.csv'}")
     if interrupted or (not args.search and (statuses.get("interrupted") or statuses.get("not started"))):
