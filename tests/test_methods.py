@@ -19,6 +19,12 @@ TINY = {
     "zscrgan": {"gf_dim": 16, "df_dim": 16, "embed_dim": 8, "z_dim": 4, "e_step_iters": 3, "m_step_iters": 3,
                 "batch_size": 8},
     "ridge": {},
+    "gazsl": {"gazsl": {"steps_per_round": 2, "batch_size": 32, "hidden_dim": 16, "text_reduction_dim": 8,
+                        "z_dim": 4}},
+    "clswgan": {"clswgan": {"steps_per_round": 2, "batch_size": 16, "ngh": 16, "ndh": 16,
+                            "classifier_epochs": 2}},
+    "dssje": {"dssje": {"steps_per_round": 20, "batch_size": 6}},
+    "sezsl": {"sezsl": {"steps_per_round": 20, "hidden_dim": 16, "z_dim": 4, "batch_size": 16}},
 }
 METHODS = CHOICES["method"]
 
