@@ -261,7 +261,8 @@ def test_ctrl_c_mid_e_step_drops_the_round_and_resume_repeats_it_exactly(referen
 def test_reports_read_a_log_whose_last_line_a_crash_tore(tmp_path):
     from zscrgan.report import read_run
 
-    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "summary.json").write_text('{"protocol": "released", "rounds_done": 2}')
     (tmp_path / "config.yaml").write_text("seed: 3\n")
-    (tmp_path / "metrics.jsonl").write_text('{"round": 1}\n{"round": 2}\n{"round": 3, "los')
+    test = '"test": {"prec": 0.1, "map": 0.1, "top1": 0.1}'
+    (tmp_path / "metrics.jsonl").write_text(f'{{"round": 1, {test}}}\n{{"round": 2, {test}}}\n{{"round": 3, "los')
     assert [r["round"] for r in read_run(tmp_path)["records"]] == [1, 2]
