@@ -217,7 +217,7 @@ def trial_status(run_dir: Path) -> tuple[str, str]:
 
 def _finished(summary: dict, cfg: dict) -> bool:
     stopped = summary.get("stopped", "")
-    return stopped.startswith("time budget") or (stopped.startswith("completed") and (
+    return stopped.startswith(("time budget", "early stop")) or (stopped.startswith("completed") and (
         summary.get("trained") or summary.get("rounds_done", 0) >= cfg.get("rounds", 0)))
 
 

@@ -27,6 +27,9 @@ class ZSCRGAN(Method):
     def __init__(self, cfg, image_dim: int, text_dim: int):
         super().__init__(cfg, image_dim, text_dim, name="zscrgan")
         check_model_size(cfg, image_dim, text_dim)
+        if cfg.csem_real_images and cfg.training == "joint":
+            raise UserError("config: csem_real_images trains the CSEM in the M-step, which training joint has "
+                            "not; use training em or csem_real_images false")
         self.cfg = cfg
         self.trainer = Trainer(cfg, image_dim, text_dim)
         self.packed = None
@@ -40,6 +43,7 @@ class ZSCRGAN(Method):
         self.sampler = ClassBatchSampler(packed.images_per_class.tolist(), cfg.batch_size, cfg.seed,
                                          pad_short_batches=cfg.pad_short_batches, wrong_class=cfg.wrong_class,
                                          class_texts=packed.texts.numpy()[:-1], kmeans_clusters=cfg.kmeans_clusters)
+        self.trainer.pivots = packed.class_means
 
     def _schedule(self):
         """The next E-step and M-step batches as index arrays, drawn in the released order.
@@ -105,6 +109,8 @@ class ZSCRGAN(Method):
         return self.trainer.embed_queries(texts, draws)
 
     def embed_gallery(self, images):
+        if self.cfg.retrieval_space == "generator":  # the queries are image vectors: the gallery as it is
+            return tf.convert_to_tensor(images)
         return self.trainer.embed_gallery(images)
 
     def generate(self, texts, draws: int = 1):
