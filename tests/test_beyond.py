@@ -17,6 +17,7 @@ from zscrgan.errors import UserError
 from zscrgan.methods import build_method
 from zscrgan.methods.base import TrainingData
 from zscrgan.study import STUDY_DIR, load_study
+from zscrgan.train import PackedFeatures
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +116,8 @@ def _method(packed, **overrides):
     images = packed.images.numpy()
     method.attach(TrainingData(classes, {c: images[o:o + n] for c, o, n in zip(classes, packed.class_offsets,
                                                                               packed.images_per_class)},
-                               {c: packed.texts.numpy()[c:c + 1] for c in classes}, I, T))
+                               {c: packed.texts.numpy()[c:c + 1] + np.arange(3.0, dtype=np.float32)[:, None]
+                                for c in classes}, I, T))
     return method
 
 
@@ -204,3 +206,37 @@ def test_early_stopping_ends_the_run_after_patience_rounds_without_a_new_selecte
     summary = json.loads((out / "summary.json").read_text())
     assert summary["stopped"].startswith("early stop")
     assert summary["rounds_done"] == summary["selected_round"] + 2 < 30
+
+
+# --- training on every text of a class ---------------------------------------------------------------------
+def test_all_texts_are_packed_with_their_class_means():
+    r = np.random.default_rng(2)
+    images = [np.abs(r.standard_normal((n, I))).astype(np.float32) for n in (3, 2)]
+    texts = [r.standard_normal((n, T)).astype(np.float32) for n in (2, 3)]
+    first = PackedFeatures.from_classes(images, texts)
+    every = PackedFeatures.from_classes(images, texts, all_texts=True)
+    np.testing.assert_array_equal(first.texts.numpy()[:-1], np.stack([t[0] for t in texts]))
+    np.testing.assert_array_equal(every.texts.numpy()[:-1], np.concatenate(texts))
+    assert every.text_offsets.tolist() == [0, 2] and every.texts_per_class.tolist() == [2, 3]
+    means = np.stack([x.astype(np.float64).mean(axis=0) for x in images])
+    np.testing.assert_allclose(every.class_means.numpy()[:-1], means[[0, 0, 1, 1, 1]], rtol=1e-6)
+    assert not every.texts.numpy()[-1].any() and not every.class_means.numpy()[-1].any()
+
+
+def test_all_texts_draws_each_rows_text_within_its_class_and_resumes(packed):
+    method = _method(packed, train_texts="all")
+    p = method.packed
+    cls = np.array([[0, 4, -1, 2], [1, 1, 3, -1]])
+    rows = method._text_rows(cls)
+    for c, row in zip(cls.ravel(), rows.ravel()):
+        if c < 0:
+            assert row == p.text_pad_row
+        else:
+            assert p.text_offsets[c] <= row < p.text_offsets[c] + p.texts_per_class[c]
+    many = method._text_rows(np.zeros(200, np.int64))
+    assert len(set(many.tolist())) == p.texts_per_class[0] > 1  # every text of the class is drawn
+    state = json.loads(json.dumps(method.host_state()))
+    after = method._text_rows(cls)
+    other = _method(packed, train_texts="all")
+    other.load_host_state(state)
+    np.testing.assert_array_equal(other._text_rows(cls), after)

@@ -68,6 +68,7 @@ CHOICES = {
     "triplet": ("batch_mean", "per_sample"),
     "wrong_class": ("shift", "distinct", "random", "similar_text", "kmeans"),
     "training": ("em", "joint"),
+    "train_texts": ("first", "all"),
     "retrieval_space": ("csem", "generator"),
     "query_noise": ("sampled", "mean"),
     "precision": ("float32", "mixed_bfloat16", "mixed_float16"),

@@ -22,24 +22,32 @@ from zscrgan.optimizers import AdamTF1, DynamicLossScale, RMSPropTF1
 
 @dataclass
 class PackedFeatures:
-    """Seen-class features as device tensors: every image row, and each class's first text vector."""
+    """Seen-class features as device tensors: every image row, and each class's first text vector (released)
+    or all its text vectors (`train_texts: all`)."""
 
     images: tf.Tensor        # [n_images + 1, I]; last row zeros
-    texts: tf.Tensor         # [n_classes + 1, T]; row j = first text of the j-th seen class; last row zeros
-    class_means: tf.Tensor   # [n_classes + 1, I]; row j = mean image of the j-th seen class; last row zeros
+    texts: tf.Tensor         # [n_text_rows + 1, T]; class j's texts from row text_offsets[j]; last row zeros
+    class_means: tf.Tensor   # [n_text_rows + 1, I]; row r = mean image of text row r's class; last row zeros
     class_offsets: np.ndarray  # [n_classes] first image row of each class
     images_per_class: np.ndarray  # [n_classes]
+    text_offsets: np.ndarray   # [n_classes] first text row of each class (released: row j = class j)
+    texts_per_class: np.ndarray  # [n_classes] (released: 1, the first text)
 
     @classmethod
-    def from_classes(cls, images: list[np.ndarray], texts: list[np.ndarray]) -> "PackedFeatures":
-        """`images[j]`, `texts[j]`: arrays of the j-th seen class (in split order); only texts[j][0] is used."""
+    def from_classes(cls, images: list[np.ndarray], texts: list[np.ndarray], all_texts: bool = False) -> "PackedFeatures":
+        """`images[j]`, `texts[j]`: arrays of the j-th seen class (in split order); only texts[j][0] is used
+        unless `all_texts`."""
         counts = np.array([len(x) for x in images], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         image_dim, text_dim = images[0].shape[1], texts[0].shape[1]
         img = np.concatenate(list(images) + [np.zeros((1, image_dim), np.float32)]).astype(np.float32)
-        txt = np.stack([t[0] for t in texts] + [np.zeros(text_dim, np.float32)]).astype(np.float32)
-        means = np.stack([np.asarray(x, np.float64).mean(axis=0) for x in images] + [np.zeros(image_dim)])
-        return cls(tf.constant(img), tf.constant(txt), tf.constant(means.astype(np.float32)), offsets, counts)
+        kept = [t if all_texts else t[:1] for t in texts]
+        text_counts = np.array([len(t) for t in kept], dtype=np.int64)
+        txt = np.concatenate(kept + [np.zeros((1, text_dim), np.float32)]).astype(np.float32)
+        means = np.stack([np.asarray(x, np.float64).mean(axis=0) for x in images])
+        means = np.concatenate([np.repeat(means, text_counts, axis=0), np.zeros((1, image_dim))]).astype(np.float32)
+        text_offsets = np.concatenate([[0], np.cumsum(text_counts)[:-1]]).astype(np.int64)
+        return cls(tf.constant(img), tf.constant(txt), tf.constant(means), offsets, counts, text_offsets, text_counts)
 
     @property
     def image_pad_row(self) -> int:
