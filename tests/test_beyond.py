@@ -168,6 +168,7 @@ def test_the_study_measures_the_profile_it_ships(tmp_path):
         without = study.variants[f"without_{key}"]
         assert without[key] == load_config("DEMO")[key]
         assert {k: v for k, v in without.items() if k != key} == {k: v for k, v in profile.items() if k != key}
+    assert read_yaml(STUDY_DIR / "beyond_wiki.yaml")["variants"]["profile"] == profile
 
 
 def test_an_unknown_profile_is_one_line_and_exit_2(tmp_path, capsys):
