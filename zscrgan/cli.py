@@ -195,9 +195,9 @@ def dataset_recommendation(args) -> dict:
 
 
 def _help_defaults(argv: list) -> tuple[dict, dict]:
-    """What `--help` shows for the --dataset, --config and --data_root in `argv`: each config key's value
-    as a run would resolve it, and the file that set it (configs/default.yaml, the dataset folder's
-    meta.json, configs/<DATASET>.yaml or --config)."""
+    """What `--help` shows for the --dataset, --profile, --config and --data_root in `argv`: each config
+    key's value as a run would resolve it, and the file that set it (configs/default.yaml, the dataset
+    folder's meta.json, configs/<DATASET>.yaml, --profile or --config)."""
     from zscrgan.config import (CHOICES, CONFIG_DIR, DEFAULT_FILE, PROFILE_DIR, find_shipped, flatten, load_config,
                                 method_file, read_yaml, schema, to_plain)
     from zscrgan.flags import ArgumentParser

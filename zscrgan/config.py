@@ -315,8 +315,8 @@ def load_config(dataset: str, config_file: str | Path | None = None,
 
     Layers, each over the one before: configs/default.yaml, configs/methods/<method>.yaml (the method
     any layer chooses), what the dataset folder recommends (`recommended`, from `recommended_source`),
-    configs/<dataset>.yaml, `profile` (a file of configs/profiles/), `config_file`, `overrides`. `saved` is a run's resolved config (when
-    resuming): it replaces the dataset and user files.
+    configs/<dataset>.yaml, `profile` (a file of configs/profiles/), `config_file`, `overrides`. `saved` is
+    a run's resolved config (when resuming): it replaces the dataset, profile and user files.
     """
     if saved is not None:
         resolved = read_yaml(Path(saved))
