@@ -2,6 +2,7 @@
 
     python benchmarks/bench_speed.py                  # CUB sizes (configs/demo_cub_sizes.yaml)
     python benchmarks/bench_speed.py --iters 5 --repeats 3 --json bench.json
+    python benchmarks/bench_speed.py --methods zscrgan gazsl --repeats 2   # a whole round of each method
 
 On whatever device TensorFlow uses, interleaved and repeated (medians), so that every ratio is
 taken under the same conditions even on a shared machine, it measures:
@@ -18,6 +19,10 @@ taken under the same conditions even on a shared machine, it measures:
     which measures what those two take of a round.
 Reported as JSON: seconds per round (released schedule: 100 x (5 + 1) E-step steps + 100 M-step
 steps), achieved / roofline per phase, and each variant's and the stand-in's time over ours.
+
+With `--methods`, instead: one whole round of each named method (`zscrgan.methods`, each with its own
+config file's defaults, a round as that method defines it) on the same CUB-sized data, after a round
+that compiles it, interleaved and repeated; seconds per round and each over ZSCRGAN's.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ from easydict import EasyDict  # noqa: E402
 
 from benchmarks.released_standin import ReleasedStandIn  # noqa: E402
 from benchmarks.roofline import MatMul, live_matmuls, step_seconds, update_bytes  # noqa: E402
-from zscrgan.config import CONFIG_DIR, load_config  # noqa: E402
+from zscrgan.config import CHOICES, CONFIG_DIR, load_config  # noqa: E402
 from zscrgan.data.sampler import ClassBatchSampler, text_rows, to_rows  # noqa: E402
 from zscrgan.optimizers import RMSPropTF1  # noqa: E402
 from zscrgan.train import PackedFeatures, Trainer  # noqa: E402
@@ -196,6 +201,43 @@ def interleaved_medians(fns: dict, repeats: int) -> dict:
     return {name: statistics.median(t) for name, t in times.items()}
 
 
+class _NoStop:
+    """The Ctrl-C flag a method's phases consult: never raised in a benchmark."""
+
+    requested = False
+
+    def between_chunks(self, phase, total):
+        return lambda done: False
+
+
+def method_rounds(config: Path, names: list[str], repeats: int) -> dict:
+    """Seconds of one training round of each method on synthetic data of the config's demo sizes."""
+    from zscrgan.methods import build_method
+    from zscrgan.methods.base import Phases, TrainingData
+
+    base = load_config("DEMO", config)
+    d = base.demo
+    rng = np.random.default_rng(0)
+    classes = list(range(d.n_seen))
+    data = TrainingData(classes, {c: rng.random((d.images_per_class, d.image_dim), dtype=np.float32) for c in classes},
+                        {c: rng.standard_normal((d.texts_per_class, d.text_dim), dtype=np.float32) for c in classes},
+                        d.image_dim, d.text_dim)
+    phases = Phases(_NoStop(), base.deterministic)
+    timers = {}
+    for name in names:
+        method = build_method(load_config("DEMO", config, {"method": name}), d.image_dim, d.text_dim)
+        method.attach(data)
+        timers[name] = lambda m=method: m.train_round(phases)
+    t = interleaved_medians(timers, repeats)
+    out = {"machine": machine(), "sizes": {"seen_classes": d.n_seen, "images_per_class": d.images_per_class,
+                                           "texts_per_class": d.texts_per_class, "image_dim": d.image_dim,
+                                           "text_dim": d.text_dim},
+           "repeats": repeats, "seconds_per_round": {n: round(v, 2) for n, v in t.items()}}
+    if "zscrgan" in t:
+        out["over_zscrgan"] = {n: round(v / t["zscrgan"], 3) for n, v in t.items()}
+    return out
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=CONFIG_DIR / "demo_cub_sizes.yaml",
@@ -203,7 +245,16 @@ def main(argv=None) -> int:
     p.add_argument("--iters", type=int, default=10, help="E-step iterations and M-step steps per timed phase")
     p.add_argument("--repeats", type=int, default=5, help="interleaved timing rounds (medians are reported)")
     p.add_argument("--json", type=Path, help="also write the results here")
+    p.add_argument("--methods", nargs="+", choices=CHOICES["method"], metavar="METHOD",
+                   help=f"time a whole round of each of these methods instead ({', '.join(CHOICES['method'])})")
     args = p.parse_args(argv)
+    if args.methods:
+        result = method_rounds(args.config, args.methods, args.repeats)
+        text = json.dumps(result, indent=1)
+        print(text)
+        if args.json:
+            args.json.write_text(text)
+        return 0
 
     cfg = load_config("DEMO", args.config)
     sizes = {"seen_classes": cfg.demo.n_seen, "images_per_class": cfg.demo.images_per_class,

@@ -29,3 +29,19 @@ def make_wiki_folder(tmp_path, text="lda", seen=(2, 3, 5, 9, 10)) -> Path:
     """
     src = require_real_data("wikipedia_svcl")
     return convert_wikipedia(src, Path(tmp_path) / f"WIKI_{text}", text=text, seen=list(seen))
+
+
+def tree_digest(folder) -> dict:
+    """Every path under `folder` with a digest of its content, "dir" for a folder and "special" for a
+    link, FIFO or device: equal before and after a command exactly when it changed nothing there."""
+    import hashlib
+
+    out = {}
+    for p in sorted(Path(folder).rglob("*")):
+        if p.is_symlink() or not (p.is_file() or p.is_dir()):
+            out[str(p)] = "special"
+        elif p.is_file():
+            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
+        else:
+            out[str(p)] = "dir"
+    return out

@@ -121,9 +121,10 @@ def test_a_kill_at_any_write_point_of_a_round_resumes_to_the_same_metrics(refere
 
     with pytest.MonkeyPatch.context() as mp:
         n_points, killed = round_from_snapshot(mp)
-    assert not killed and n_points >= 7  # retrieval file, best (2 renames), metrics, last (2 renames), summary
+    # rows file, retrieval file, best (2 renames), metrics, last (2 renames), summary
+    assert not killed and n_points >= 8
 
-    cases = [{"kill_at": n} for n in range(1, n_points + 1)] + [{"kill_at": 4, "tear": True}]
+    cases = [{"kill_at": n} for n in range(1, n_points + 1)] + [{"kill_at": 5, "tear": True}]
     for kill in cases:
         with pytest.MonkeyPatch.context() as mp:
             count, killed = round_from_snapshot(mp, **kill)
@@ -158,12 +159,12 @@ def test_a_run_killed_in_its_first_round_resumes_to_the_same_metrics(reference, 
 
     with pytest.MonkeyPatch.context() as mp:
         n_points, killed = first_round(mp)
-    # The retrieval file and the best checkpoint (round 1 is a new best), a metrics line, the last
-    # checkpoint (a first one: one rename), the summary.
-    assert ref_records[0]["new_best"] and not killed and n_points == 5
+    # The rows file, the retrieval file and the best checkpoint (round 1 is a new best), a metrics line,
+    # the last checkpoint (a first one: one rename), the summary.
+    assert ref_records[0]["new_best"] and not killed and n_points == 6
     # Kills before the first checkpoint leave nothing to restore (the run starts again from round 0);
     # kills after it resume from it.
-    for kill in [{"kill_at": n} for n in range(1, n_points + 1)] + [{"kill_at": 3, "tear": True}]:
+    for kill in [{"kill_at": n} for n in range(1, n_points + 1)] + [{"kill_at": 4, "tear": True}]:
         with pytest.MonkeyPatch.context() as mp:
             count, killed = first_round(mp, **kill)
         assert killed and count == kill["kill_at"]
@@ -240,7 +241,7 @@ def test_ctrl_c_mid_e_step_drops_the_round_and_resume_repeats_it_exactly(referen
 
         def stop(done):
             if run.round == 1 and phase == "E-step":  # Ctrl-C pressed during round 2's E-step
-                self.requested = True
+                self.requested, self.cause = True, "Ctrl-C"
             return ask(done)
         return stop
 
@@ -260,7 +261,8 @@ def test_ctrl_c_mid_e_step_drops_the_round_and_resume_repeats_it_exactly(referen
 def test_reports_read_a_log_whose_last_line_a_crash_tore(tmp_path):
     from zscrgan.report import read_run
 
-    (tmp_path / "summary.json").write_text("{}")
+    (tmp_path / "summary.json").write_text('{"protocol": "released", "rounds_done": 2}')
     (tmp_path / "config.yaml").write_text("seed: 3\n")
-    (tmp_path / "metrics.jsonl").write_text('{"round": 1}\n{"round": 2}\n{"round": 3, "los')
+    test = '"test": {"prec": 0.1, "map": 0.1, "top1": 0.1}'
+    (tmp_path / "metrics.jsonl").write_text(f'{{"round": 1, {test}}}\n{{"round": 2, {test}}}\n{{"round": 3, "los')
     assert [r["round"] for r in read_run(tmp_path)["records"]] == [1, 2]

@@ -38,8 +38,42 @@ def test_named_folder_holding_a_run_is_refused_and_an_empty_one_accepted(tmp_pat
     (tmp_path / "empty").mkdir()
     assert claim_run_dir(tmp_path / "empty", numbered=False) == tmp_path / "empty"
     from zscrgan.errors import UserError
+    (tmp_path / "empty" / "provenance.jsonl").write_text('{"event": "start"}\n')
     with pytest.raises(UserError, match="already holds a run; continue it with --resume"):
         claim_run_dir(tmp_path / "empty", numbered=False)
+
+
+def test_a_claim_killed_before_its_first_record_is_reused_and_other_files_are_refused(tmp_path):
+    """A start killed between the claim and its history record leaves an empty history file: the folder
+    can be named again. A folder of the user's own files is never taken for a run folder."""
+    import subprocess
+    import sys
+
+    from zscrgan.errors import UserError
+    folder = tmp_path / "killed"
+    folder.mkdir()
+    (folder / "provenance.jsonl").write_text("")
+    assert claim_run_dir(folder, numbered=False) == folder
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("my notes")
+    with pytest.raises(UserError, match="holds other files \\(notes.txt\\), not a run"):
+        claim_run_dir(mine, numbered=False)
+    assert sorted(p.name for p in mine.iterdir()) == ["notes.txt"]
+    # A claim that another live process holds is not taken over.
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "provenance.jsonl").write_text("")
+    holder = subprocess.Popen([sys.executable, "-c", "import sys, time; from zscrgan.provenance import lock_run_dir; "
+                               f"lock_run_dir({str(other)!r}); print('locked', flush=True); time.sleep(60)"],
+                              stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(UserError, match="another process is training this run folder"):
+            claim_run_dir(other, numbered=False)
+    finally:
+        holder.kill()
+        holder.wait()
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +106,9 @@ def test_same_moment_same_seed_two_folders_and_two_sets_of_retrieval_files(twin_
     first, second = summaries
     assert [Path(p).name for p in first["retrieval_files"]] == [Path(p).name for p in second["retrieval_files"]]
     released = sorted((tmp / "results" / "DEMO_res").glob("acc*.pkl"))
-    assert sorted(first["released_copies"]) == [str(p) for p in released] and second["released_copies"] == []
+    # Relative to the run folder, as every path in a run's files.
+    assert sorted(str((folders[0] / p).resolve()) for p in first["released_copies"]) == [str(p.resolve()) for p in released]
+    assert second["released_copies"] == [] and not any(Path(p).is_absolute() for p in first["released_copies"])
     for p in released:
         assert p.read_bytes() == (folders[0] / "retrieved" / p.name).read_bytes()
 

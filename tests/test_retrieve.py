@@ -79,9 +79,9 @@ def test_same_ranking_as_training_time_evaluation(trained):
     tmp, rset = trained
     run = load_run(tmp / "run")
     run.method.reset_noise(3)
-    metrics, retrieved = evaluate(run.method, rset, 50)
+    metrics, rows = evaluate(run.method, rset, 50)
     _, indices = run.search(rset.texts, rset.images, k=50, seed=3)
-    assert np.array_equal(rset.gallery_labels[indices], retrieved)
+    assert np.array_equal(indices, rows)
     assert retrieval_metrics(rset.query_labels, rset.gallery_labels[indices])["prec"] == metrics["prec"]
 
 
@@ -136,3 +136,112 @@ def test_bad_npy_input_is_one_line_and_exit_status_2(trained, problem, which, di
     assert cli(tmp, **{which: bad.name}) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"error: {bad}: ") and message in err, err
+
+
+# --- a saved gallery index, one query vector, bad shapes through the Python API, the rows file -----------
+def test_a_saved_index_gives_the_rankings_of_embedding_the_gallery_again(trained, capsys):
+    tmp, rset = trained
+    ids = np.array([f"img{i:04d}" for i in range(len(rset.images))])
+    np.save(tmp / "ids.npy", ids)
+    assert main([str(tmp / "run"), "--gallery", str(tmp / "images.npy"), "--ids", str(tmp / "ids.npy"),
+                 "--save_index", str(tmp / "index"), "--chunk_rows", "100"]) == 0
+    assert "index of %d gallery rows" % len(rset.images) in capsys.readouterr().out
+    assert cli(tmp, "--top_k", "25", "--chunk_rows", "100", out="again.npz") == 0
+    assert main([str(tmp / "run"), "--index", str(tmp / "index"), "--queries", str(tmp / "texts.npy"),
+                 "--out", str(tmp / "indexed.npz"), "--top_k", "25"]) == 0
+    with np.load(tmp / "again.npz") as again, np.load(tmp / "indexed.npz") as indexed:
+        assert np.array_equal(again["indices"], indexed["indices"])
+        assert np.array_equal(again["scores"], indexed["scores"])  # bit for bit
+        assert np.array_equal(indexed["ids"], ids[indexed["indices"]])
+    embeddings = np.load(tmp / "index" / "embeddings.npy", mmap_mode="r")
+    assert embeddings.shape[0] == len(rset.images) and np.allclose(np.linalg.norm(embeddings, axis=1), 1, atol=1e-6)
+    meta = json.loads((tmp / "index" / "index.json").read_text())
+    gallery_file = tmp / "images.npy"
+    assert meta["run"]["run_dir"] == str((tmp / "run").resolve()) and meta["run"]["method"] == "zscrgan"
+    assert meta["embed_dim"] == embeddings.shape[1] and meta["gallery"]["size"] == gallery_file.stat().st_size
+    assert meta["gallery"]["sha256"] == __import__("hashlib").sha256(gallery_file.read_bytes()).hexdigest()
+    # The Python API: the same index, opened again, and the run's own search agree.
+    run = load_run(tmp / "run")
+    from zscrgan.gallery_index import GalleryIndex
+    scores, indices = run.search(rset.texts, GalleryIndex.open(tmp / "index"), k=25)
+    assert np.array_equal(indices, np.load(tmp / "indexed.npz")["indices"])
+
+
+def test_an_index_of_another_run_is_refused_in_one_line(trained, tmp_path, capsys):
+    tmp, rset = trained
+    other = tmp_path / "other"
+    cfg = load_config("DEMO", overrides={"rounds": 1, "e_step_iters": 2, "m_step_iters": 2, "seed": 1})
+    run = Run(cfg, other, tmp / "datasets", None, log=lambda *_: None)
+    run.start()
+    run.train()
+    assert main([str(other), "--gallery", str(tmp / "images.npy"), "--save_index", str(tmp_path / "index")]) == 0
+    capsys.readouterr()
+    assert main([str(tmp / "run"), "--index", str(tmp_path / "index"), "--queries", str(tmp / "texts.npy"),
+                 "--out", str(tmp_path / "ranked.npz")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and err.startswith(f"error: {tmp_path / 'index'}: an index of another run ({other}")
+    assert not (tmp_path / "ranked.npz").exists()
+
+
+def test_one_query_vector_is_one_query(trained):
+    tmp, rset = trained
+    run = load_run(tmp / "run")
+    images = np.load(tmp / "images.npy", mmap_mode="r")
+    scores, indices = run.search(rset.texts[3], images, k=10, seed=2)
+    many_scores, many_indices = run.search(rset.texts[3:4], images, k=10, seed=2)
+    assert indices.shape == (1, 10) and np.array_equal(indices, many_indices) and np.array_equal(scores, many_scores)
+    assert np.array_equal(run.embed_images(rset.images[5]), run.embed_images(rset.images[5:6]))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda run, r: run.search(r.texts[:, :10], r.images), "queries: must be [n, 64] text vectors (or one vector [64]), got shape ({q}, 10)"),
+    (lambda run, r: run.search(r.texts[None], r.images), "queries: must be [n, 64] text vectors (or one vector [64]), got shape (1, {q}, 64)"),
+    (lambda run, r: run.search(r.texts, r.images[:, :10]), "gallery: must be [rows, 256] image features (at least one row), got shape ({g}, 10)"),
+    (lambda run, r: run.search(r.texts, r.images[0]), "gallery: must be [rows, 256] image features (at least one row), got shape (256,)"),
+    (lambda run, r: run.embed_texts(["a", "b"]), "queries: not an array of numbers"),
+    (lambda run, r: run.embed_images(np.ones((2, 3))), "images: must be [n, 256] image features (or one vector [256]), got shape (2, 3)"),
+])
+def test_bad_shapes_through_the_api_are_one_user_error(trained, call, message):
+    from zscrgan.errors import UserError
+
+    tmp, rset = trained
+    with pytest.raises(UserError) as err:
+        call(load_run(tmp / "run"), rset)
+    message = message.format(q=len(rset.texts), g=len(rset.images))
+    assert str(err.value).startswith(message) and "\n" not in str(err.value)
+
+
+def test_retrieval_files_have_their_gallery_rows_beside_them(trained):
+    from zscrgan.data.safe_pickle import load_pickle
+    from zscrgan.run import retrieval_rows_file
+
+    tmp, rset = trained
+    pickles = sorted((tmp / "run" / "retrieved").glob("acc*.pkl"))
+    assert pickles
+    for pickle_file in pickles:
+        rows = np.load(retrieval_rows_file(pickle_file))
+        assert rows.dtype == np.int64 and rows.shape == (len(rset.query_labels), 50)
+        records = load_pickle(pickle_file)
+        assert [list(r.values())[0] for r in records] == rset.gallery_labels[rows].tolist()
+        assert [list(r)[0] for r in records] == rset.query_labels.tolist()
+
+
+def test_save_index_never_replaces_a_folder_that_is_not_an_index(trained, tmp_path, capsys):
+    tmp, _ = trained
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert main([str(tmp / "run"), "--gallery", str(tmp / "images.npy"), "--save_index", str(tmp_path / "mine")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"error: {tmp_path / 'mine'}: exists and is not a gallery index (which would be replaced); give a new folder"
+    assert [p.name for p in tmp_path.iterdir()] == ["mine"] and (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_ids_of_another_length_are_one_line(trained, tmp_path, capsys):
+    tmp, rset = trained
+    np.save(tmp_path / "ids.npy", np.arange(3))
+    assert main([str(tmp / "run"), "--gallery", str(tmp / "images.npy"), "--ids", str(tmp_path / "ids.npy"),
+                 "--save_index", str(tmp_path / "index")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (f"error: {tmp_path / 'ids.npy'}: must be a 1-D array of {len(rset.images)} numbers or strings "
+                   "(one per gallery row), got int64 of shape (3,)")
+    assert not (tmp_path / "index").exists()

@@ -12,7 +12,9 @@ import importlib
 import json
 import math
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 DATA_ROOT_ENV = "ZSCRGAN_DATA_ROOT"
@@ -120,10 +122,9 @@ def train_one(cfg, run_dir: Path, args, overrides: dict, resume: bool = False, n
         print(f"{label}: {summary['selected_round']} | unseen Prec@{k} {test['prec']:.4f} mAP@{k} {test['map']:.4f} "
               f"Top-1 {test['top1']:.4f} | chance Prec@{k} {summary['chance_prec']:.4f}")
     print(f"run folder: {summary['run_dir']}")
-    files, copies = summary["retrieval_files"], summary["released_copies"]
-    if files:
-        print(f"retrieval files: {len(files)} in {Path(summary['run_dir']) / Path(files[0]).parent}"
-              + (f", {len(copies)} also in {Path(copies[0]).parent}" if copies else ""))
+    files = summary["retrieval_files"]
+    if files:  # the copies to the released layout: Run says what they did, in one line
+        print(f"retrieval files: {len(files)} in {Path(summary['run_dir']) / Path(files[0]).parent}")
     return summary
 
 
@@ -160,18 +161,34 @@ def train_seeds(cfg, base: Path, seeds, args, overrides: dict) -> dict:
 
 def _check_flags(args) -> None:
     """Refuse flags that contradict each other or name a folder where a file is (UserError, one line)."""
-    from zscrgan.errors import UserError
-    from zscrgan.files import not_a_folder
+    from zscrgan.config import MAX_INT
+    from zscrgan.errors import UserError, brief
+    from zscrgan.files import not_a_folder, not_a_name
 
     budget = args.time_budget
     if budget is not None and not (math.isfinite(budget) and budget > 0):
         raise UserError(f"--time_budget must be a positive number of minutes, got {budget}")
     if args.seeds and args.cfg_seed is not None:
         raise UserError("give either --seed or --seeds, not both")
-    for given, name in ((args.dataset, "--dataset"), (args.profile, "--profile")):
-        if given is not None and (args.resume or args.evaluate):
-            flag = "--resume" if args.resume else "--evaluate"
-            raise UserError(f"{name} with {flag}: the run folder's config.yaml holds its config; drop {name}")
+    if args.dataset is not None and (args.resume or args.evaluate):
+        flag = "--resume" if args.resume else "--evaluate"
+        raise UserError(f"--dataset with {flag}: the run folder's config.yaml names its dataset; drop --dataset")
+    if args.config is not None and (args.resume or args.evaluate):
+        flag = "--resume" if args.resume else "--evaluate"
+        raise UserError(f"--config with {flag}: the run folder's config.yaml is its config; drop --config")
+    if args.profile is not None and (args.resume or args.evaluate):
+        flag = "--resume" if args.resume else "--evaluate"
+        raise UserError(f"--profile with {flag}: the run folder's config.yaml is its config; drop --profile")
+    for flag, name in (("--name", args.name), ("--dataset", args.dataset)):
+        problem = name is not None and not_a_name(name)
+        if problem:
+            raise UserError(f"{flag} {brief(name)}: {problem}")
+    if args.seeds:
+        bad = next((s for s in args.seeds if not 0 <= s <= MAX_INT), None)
+        if bad is not None:
+            raise UserError(f"--seeds: {brief(bad)} is not a seed (an integer from 0 to {MAX_INT})")
+        if len(set(args.seeds)) < len(args.seeds):
+            raise UserError(f"--seeds: each seed once, got {brief(args.seeds)}")
     for flag, folder in (("--output_dir", args.output_dir), ("--results_root", args.results_root),
                          ("--data_root", args.data_root)):
         problem = folder is not None and not_a_folder(folder)
@@ -179,8 +196,25 @@ def _check_flags(args) -> None:
             raise UserError(f"{flag} {folder}: {problem}; give a folder")
 
 
-# Exit status of a run stopped by Ctrl-C (128 + SIGINT, as a shell reports it).
-EXIT_INTERRUPTED = 130
+# Exit status of a run stopped by Ctrl-C or SIGTERM: 128 + the signal's number, as a shell reports it.
+EXIT_INTERRUPTED = {"Ctrl-C": 130, "SIGTERM": 143}
+
+
+class Terminated(BaseException):
+    """SIGTERM outside the training loop (loading data, compiling, writing): the command stops as
+    Ctrl-C stops it (a BaseException, like KeyboardInterrupt, so no `except Exception` swallows it)."""
+
+
+def _raise_terminated(signum, frame):
+    raise Terminated()
+
+
+def interrupted_status(stopped: str) -> int | None:
+    """The exit status of a run whose summary's `stopped` is `stopped`: 130 or 143 if it was interrupted."""
+    for cause, status in EXIT_INTERRUPTED.items():
+        if stopped.startswith(f"interrupted ({cause})"):
+            return status
+    return None
 
 
 def dataset_recommendation(args) -> dict:
@@ -243,12 +277,23 @@ def _help_defaults(argv: list) -> tuple[dict, dict]:
 def train_main(argv=None, prog: str | None = None) -> int:
     """`zscrgan train` (and `python main.py`): parse the flags, then train, resume or evaluate.
 
-    Returns the exit status: 0 done (rounds or time budget), 2 bad input (one line on stderr), 130 Ctrl-C.
+    Returns the exit status: 0 done (rounds or time budget), 2 bad input (one line on stderr), 130 Ctrl-C,
+    143 SIGTERM (handled as Ctrl-C is: the round in flight is dropped, every file is complete).
     """
+    if threading.current_thread() is not threading.main_thread():
+        return _train_main(argv, prog)
+    previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    try:
+        return _train_main(argv, prog)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _train_main(argv, prog: str | None) -> int:
     import yaml
 
     from zscrgan.config import (CONFIG_DIR, PROFILE_DIR, all_key_meanings, find_shipped, flatten, load_config,
-                                parse_flag_value, read_yaml, schema, to_plain, unflatten)
+                                load_run_config, parse_flag_value, schema, to_plain, unflatten)
     from zscrgan.errors import UserError, one_line
     from zscrgan.provenance import default_run_name, new_folder
 
@@ -278,10 +323,7 @@ def train_main(argv=None, prog: str | None = None) -> int:
             if args.seeds:
                 raise UserError("--resume and --evaluate take one run folder; --seeds starts new runs")
             run_dir = Path(args.resume or args.evaluate)
-            saved = run_dir / "config.yaml"
-            if not saved.exists():
-                raise UserError(f"{saved}: not found; --resume and --evaluate need the folder of a training run")
-            cfg = load_config(read_yaml(saved).get("dataset", args.dataset), overrides=overrides, saved=saved)
+            cfg = load_run_config(run_dir, overrides)
         else:
             recommendation = dataset_recommendation(args)
             cfg = load_config(args.dataset, args.config, overrides, profile=args.profile, **recommendation)
@@ -313,10 +355,11 @@ def train_main(argv=None, prog: str | None = None) -> int:
         return 2
     except KeyboardInterrupt:  # Ctrl-C before training started (loading data, compiling)
         print("interrupted (Ctrl-C)", file=sys.stderr)
-        return EXIT_INTERRUPTED
-    if summary is not None and summary["stopped"].startswith("interrupted"):
-        return EXIT_INTERRUPTED
-    return 0
+        return EXIT_INTERRUPTED["Ctrl-C"]
+    except Terminated:
+        print("interrupted (SIGTERM)", file=sys.stderr)
+        return EXIT_INTERRUPTED["SIGTERM"]
+    return (summary is not None and interrupted_status(summary["stopped"])) or 0
 
 
 # Subcommands: (module, function, arguments put before the user's, imports TensorFlow, one-line help).
@@ -330,7 +373,7 @@ COMMANDS = {
     "baseline": ("zscrgan.baseline", "main", (), False, "the ridge-regression reference on a dataset folder"),
     "study": ("zscrgan.study", "main", (), False, "many runs over datasets, variants and seeds"),
     "retrieve": ("zscrgan.retrieve", "main", (), True,
-                 "rank a gallery of image features for text queries with a trained run"),
+                 "rank a gallery of image features for text queries with a trained run (or save and search an index)"),
     "diagnose": ("zscrgan.diagnose", "main", (), True,
                  "score a trained run in every space it offers, with upper bounds and the ridge reference"),
 }
@@ -373,3 +416,7 @@ def main(argv=None) -> int:
     if name == "train":
         return entry(rest, prog="zscrgan train")
     return entry([*prefix, *rest])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

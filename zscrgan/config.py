@@ -95,7 +95,7 @@ POSITIVE = {"batch_size", "gf_dim", "df_dim", "embed_dim", "z_dim", "top_k", "ev
             "e_step_iters", "m_step_iters", "critic_steps", "kmeans_clusters"}
 
 # Limits that turn a mistyped number into one clear line instead of a hang, an overflow in training
-# or an exhausted memory (README, "Limits").
+# or an exhausted memory (docs/configuration.md, "Limits").
 MAX_INT = 2**31 - 1          # any integer key
 MAX_FLOAT = 1e6              # any float key (learning rates, coefficients, clip_val, noise levels); finite
 MAX_PHASE_ROWS = 2**24       # batch rows one phase's schedule holds: iterations x steps each x batch_size
@@ -152,6 +152,8 @@ def read_yaml(path: Path) -> dict:
         raise UserError(f"{path}: not a text file (not UTF-8); a config file is a YAML text file") from None
     except RecursionError:
         raise UserError(f"{path}: nested too deeply; a config file is a flat mapping of key: value") from None
+    except ValueError as e:  # an integer of over 4300 digits, a malformed date
+        raise UserError(f"{path}: not valid YAML: {brief(str(e).split(';')[0])}") from None
     except OSError as e:
         raise UserError(f"{path}: cannot read: {e.strerror or e}") from None
     if data is None:
@@ -203,7 +205,7 @@ def parse_flag_value(text: str) -> Any:
     """A command-line value is read as a YAML scalar, so `--mm_reg_coeff 1` and `--r_hinge true` work."""
     try:
         return yaml.load(text, Loader=_StrictLoader)
-    except (yaml.YAMLError, RecursionError):
+    except (yaml.YAMLError, RecursionError, ValueError):  # ValueError: an integer of over 4300 digits
         return text
 
 
@@ -357,6 +359,20 @@ def _other_methods_refused(layer: Mapping, method: str, source: str) -> Mapping:
     return layer
 
 
+def load_run_config(run_dir: str | Path, overrides: Mapping[str, Any] | None = None) -> EasyDict:
+    """The resolved config of a run folder (its config.yaml) with `overrides`; one clear error when the
+    file is missing, not a regular file, or not a run's config (it must name its dataset)."""
+    saved = Path(run_dir) / "config.yaml"
+    if not_a_file(saved) == "missing":
+        raise UserError(f"{saved}: not found; give the folder of a training run")
+    given = read_yaml(saved)
+    dataset = given.get("dataset")
+    if not isinstance(dataset, str) or not dataset:
+        raise UserError(f"{saved}: not a run's config ('dataset' is {brief(dataset)}, not a dataset name); "
+                        "the run folder is damaged")
+    return load_config(dataset, overrides=overrides, saved=saved)
+
+
 def _check_limits(cfg: Mapping) -> None:
     """Refuse sizes whose work or memory no run could afford (the limits above)."""
     e_rows = cfg["e_step_iters"] * (cfg["critic_steps"] + 1) * cfg["batch_size"]
@@ -388,6 +404,27 @@ def check_model_size(cfg: Mapping, image_dim: int, text_dim: int) -> None:
         raise UserError(f"config: gf_dim {g}, df_dim {d}, embed_dim {e}, z_dim {z} with {image_dim}-d images and "
                         f"{text_dim}-d text make about {weights:.3g} weights, over the limit of {MAX_WEIGHTS}; "
                         "lower the network sizes")
+    # Activations of one iteration's stacked critic pass (correct and wrong halves), kept for its
+    # gradients: a lower bound of what a batch takes, against the memory free on this machine.
+    rows = cfg["batch_size"] * (cfg["critic_steps"] + 1)
+    needed = rows * 2 * (2 * image_dim + text_dim + 3 * e + z + 3 * g + d) * 4 * 2
+    free = available_memory()
+    if free is not None and needed > free:
+        raise UserError(f"config: batch_size {cfg['batch_size']} with critic_steps {cfg['critic_steps']} needs at "
+                        f"least {needed / 2**30:.3g} GiB for one iteration, more than the {free / 2**30:.3g} GiB "
+                        "of memory free here; lower batch_size or the network sizes")
+
+
+def available_memory() -> int | None:
+    """Bytes of memory free for a new allocation (Linux's MemAvailable), or None where unknown."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
 
 
 def to_plain(cfg: Mapping) -> dict:

@@ -92,14 +92,13 @@ def ridge_on(training, rset: RetrievalSet, k: int, alpha: float = 1.0) -> dict:
 
 def diagnose(run_dir: Path, data_root: Path, draws: int = 20, seed: int = 0) -> dict:
     """The diagnosis of a run folder's selected weights (see the module docstring), as a dict."""
-    from zscrgan.config import load_config, read_yaml
+    from zscrgan.config import load_run_config
     from zscrgan.retrieve import load_run
     from zscrgan.run import prepare_data
 
     run_dir, data_root = Path(run_dir), Path(data_root)
     method = load_run(run_dir, data_root).method
-    saved = run_dir / "config.yaml"
-    cfg = load_config(read_yaml(saved).get("dataset", ""), saved=saved)
+    cfg = load_run_config(run_dir)
     data = prepare_data(cfg, data_root)
     rset, k = data.test, cfg.top_k
 

@@ -53,12 +53,12 @@ def evaluate(method, rset: RetrievalSet, k: int) -> tuple[dict, np.ndarray]:
     """Embed queries (and, chunk by chunk, the gallery) with a method (`zscrgan.methods.base.Method`),
     retrieve the top k, score them.
 
-    Returns (metrics as `retrieval_metrics` gives them, retrieved gallery labels [Q, k]).
+    Returns (metrics as `retrieval_metrics` gives them, retrieved gallery rows [Q, k], best first;
+    `rset.gallery_labels[rows]` are their classes).
     """
     query_emb = in_chunks(method.embed_queries, rset.texts)
     _, rows = search(query_emb, rset.images, k, embed=method.embed_gallery)
-    retrieved = rset.gallery_labels[rows]
-    return retrieval_metrics(rset.query_labels, retrieved), retrieved
+    return retrieval_metrics(rset.query_labels, rset.gallery_labels[rows]), rows
 
 
 def retrieval_records(query_labels: np.ndarray, retrieved: np.ndarray) -> list[dict]:

@@ -37,12 +37,14 @@ def matmul(x: tf.Tensor, w: tf.Tensor) -> tf.Tensor:
 
 
 class Dense(tf.Module):
-    """y = x W + b with W ~ N(0, 0.02^2), b = 0; float32 weights, computed in `dtype` (y has that dtype)."""
+    """y = x W + b with W ~ N(0, stddev^2) (released: 0.02), b = 0; float32 weights, computed in `dtype`
+    (y has that dtype)."""
 
-    def __init__(self, n_in: int, n_out: int, rng: tf.random.Generator, name: str, dtype=tf.float32):
+    def __init__(self, n_in: int, n_out: int, rng: tf.random.Generator, name: str, dtype=tf.float32,
+                 stddev: float = 0.02):
         super().__init__(name=name)
         self.dtype = dtype
-        self.kernel = tf.Variable(rng.normal([n_in, n_out], stddev=0.02), name="kernel")
+        self.kernel = tf.Variable(rng.normal([n_in, n_out], stddev=stddev), name="kernel")
         self.bias = tf.Variable(tf.zeros([n_out]), name="bias")
 
     def __call__(self, x: tf.Tensor) -> tf.Tensor:

@@ -48,15 +48,19 @@ class RMSPropTF1(tf.Module):
 class AdamTF1(tf.Module):
     """TF1 Adam: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t);  w -= lr_t m / (sqrt(v) + epsilon).
 
+    `epsilon_hat`: epsilon is added to the bias-corrected sqrt(v / (1 - b2^t)) instead, as PyTorch's
+    Adam adds it (the same update with epsilon sqrt(1 - b2^t) in TF1's place).
+
     The update runs as TensorFlow's fused Adam kernel (the one TF1's optimizer called), which on
     CPUs already makes one pass over each variable (an XLA-compiled update measured slower).
     """
 
     def __init__(self, variables: Sequence[tf.Variable], learning_rate: float, beta1: float = 0.5,
-                 beta2: float = 0.999, epsilon: float = 1e-8, name: str = "adam"):
+                 beta2: float = 0.999, epsilon: float = 1e-8, epsilon_hat: bool = False, name: str = "adam"):
         super().__init__(name=name)
         self._targets = list(variables)
         self.learning_rate, self.beta1, self.beta2, self.epsilon = learning_rate, beta1, beta2, epsilon
+        self.epsilon_hat = epsilon_hat
         self.step = tf.Variable(0.0, trainable=False, name="step")
         self.m = [tf.Variable(tf.zeros(v.shape), trainable=False, name="m") for v in self._targets]
         self.v = [tf.Variable(tf.zeros(v.shape), trainable=False, name="v") for v in self._targets]
@@ -64,11 +68,12 @@ class AdamTF1(tf.Module):
     def apply(self, grads: Sequence[tf.Tensor]) -> None:
         self.step.assign_add(1.0)
         b1_power, b2_power = tf.pow(self.beta1, self.step), tf.pow(self.beta2, self.step)
+        epsilon = self.epsilon * tf.sqrt(1.0 - b2_power) if self.epsilon_hat else tf.constant(self.epsilon)
         for g, w, m, v in zip(grads, self._targets, self.m, self.v):
             tf.raw_ops.ResourceApplyAdam(
                 var=w.handle, m=m.handle, v=v.handle, beta1_power=b1_power, beta2_power=b2_power,
                 lr=tf.constant(self.learning_rate, w.dtype), beta1=tf.constant(self.beta1, w.dtype),
-                beta2=tf.constant(self.beta2, w.dtype), epsilon=tf.constant(self.epsilon, w.dtype), grad=g)
+                beta2=tf.constant(self.beta2, w.dtype), epsilon=tf.cast(epsilon, w.dtype), grad=g)
 
 
 class DynamicLossScale(tf.Module):
@@ -101,3 +106,23 @@ class DynamicLossScale(tf.Module):
             self.good_steps.assign(0)
 
         tf.cond(finite, step, skip)
+
+
+class RMSPropTorch(tf.Module):
+    """Torch7's optim.rmsprop: m = alpha m + (1 - alpha) g^2;  w -= lr g / (sqrt(m) + epsilon), m from 0.
+
+    The learning rate is a variable (checkpointed with the slots), so a schedule can decay it in place.
+    """
+
+    def __init__(self, variables: Sequence[tf.Variable], learning_rate: float, alpha: float = 0.99,
+                 epsilon: float = 1e-8, name: str = "rmsprop_torch"):
+        super().__init__(name=name)
+        self._targets = list(variables)
+        self.alpha, self.epsilon = alpha, epsilon
+        self.learning_rate = tf.Variable(learning_rate, trainable=False, name="learning_rate")
+        self.m = [tf.Variable(tf.zeros(v.shape), trainable=False, name="m") for v in self._targets]
+
+    def apply(self, grads: Sequence[tf.Tensor]) -> None:
+        for g, w, m in zip(grads, self._targets, self.m):
+            m.assign(self.alpha * m + (1.0 - self.alpha) * tf.square(g))
+            w.assign_sub(self.learning_rate * g / (tf.sqrt(m) + self.epsilon))

@@ -9,6 +9,7 @@ dataset's files.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import importlib.metadata
 import itertools
@@ -28,6 +29,8 @@ from zscrgan.errors import UserError
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 HISTORY = "provenance.jsonl"
+# Files a study writes into a trial's folder before the run claims it (.lock: older versions' trial lock).
+SIDE_FILES = (".lock", "console.log", "error.txt", "traceback.txt")
 # Files whose presence means a folder already holds a run.
 RUN_FILES = (HISTORY, "config.yaml", "metrics.jsonl", "summary.json")
 # Config keys that fix what a run's saved state is: a resume cannot change them (each method adds
@@ -54,8 +57,9 @@ def claim_run_dir(folder: Path, numbered: bool) -> Path:
     """Create and own a new run folder; returns it.
 
     `numbered`: `folder` is a default name, so a taken one becomes `folder-2`, ... (see `new_folder`).
-    Otherwise (a folder the user named) an existing folder is accepted only if it holds no run, and it
-    is claimed by creating its history file exclusively; a folder holding a run is refused.
+    Otherwise (a folder the user named) an existing folder is accepted only if it is empty, or holds
+    only what a start killed before writing the run's config left (an empty history file); it is
+    claimed by creating its history file exclusively. A folder holding a run, or other files, is refused.
     """
     folder = Path(folder)
     if numbered:
@@ -63,6 +67,14 @@ def claim_run_dir(folder: Path, numbered: bool) -> Path:
         (folder / HISTORY).touch(exist_ok=False)
         return folder
     folder.mkdir(parents=True, exist_ok=True)
+    entries = sorted(set(os.listdir(folder)) - set(SIDE_FILES))
+    if entries == [HISTORY] and _unstarted_history(folder / HISTORY):
+        lock_run_dir(folder)  # refused while the start that claimed it is still alive
+        (folder / HISTORY).unlink()
+        entries = []
+    if entries and not holds_run(folder):
+        shown = ", ".join(entries[:3]) + (", ..." if len(entries) > 3 else "")
+        raise UserError(f"{folder}: holds other files ({shown}), not a run; give a new or empty --output_dir")
     try:
         if holds_run(folder):
             raise FileExistsError
@@ -71,6 +83,44 @@ def claim_run_dir(folder: Path, numbered: bool) -> Path:
         raise UserError(f"{folder}: already holds a run; continue it with --resume {folder}, "
                         "or choose another --output_dir") from None
     return folder
+
+
+def _unstarted_history(path: Path) -> bool:
+    """Whether a history file holds no complete record (a start was killed right after the claim)."""
+    try:
+        return path.is_file() and b"\n" not in path.read_bytes()[:1 << 16]
+    except OSError:
+        return False
+
+
+_LOCKS: dict = {}  # run folder -> the descriptor of the folder this process holds its lock by
+
+
+def lock_run_dir(folder: Path) -> None:
+    """Hold a lock on `folder` itself for the rest of this process (the OS releases it when the process
+    ends), so that two processes never train one run folder at once; a second one gets one clear error.
+    Taking a lock this process already holds does nothing."""
+    folder = Path(folder).resolve()
+    if folder in _LOCKS:
+        return
+    try:
+        fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    except OSError as err:
+        raise UserError(f"{folder}: cannot open the run folder ({err.strerror or err})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise UserError(f"{folder}: another process is training this run folder right now; wait for it "
+                        "to end (or stop it) before resuming") from None
+    _LOCKS[folder] = fd
+
+
+def release_run_dir(folder: Path) -> None:
+    """Give up the lock `lock_run_dir` took (a no-op if this process does not hold it)."""
+    fd = _LOCKS.pop(Path(folder).resolve(), None)
+    if fd is not None:
+        os.close(fd)
 
 
 def default_run_name(cfg: Mapping, label: str | None = None, seeds: bool = False) -> str:

@@ -18,12 +18,15 @@ import csv
 import io
 import json
 import math
+import os
+import re
 import sys
 from pathlib import Path
 
-from zscrgan.atomic import atomic_file, read_lines, write_text_atomic
-from zscrgan.config import config_hash
-from zscrgan.errors import UserError
+from zscrgan.atomic import atomic_file, write_text_atomic
+from zscrgan.config import config_hash, read_yaml
+from zscrgan.errors import UserError, brief, one_line
+from zscrgan.files import not_an_output_file, read_text_file
 from zscrgan.flags import ArgumentParser
 
 METRICS = (("prec", "Prec"), ("map", "mAP"), ("top1", "Top-1"))
@@ -32,29 +35,89 @@ STAGES = (("released", "best unseen round (released figure)"), ("selected", "sel
 
 
 def read_run(run_dir: Path) -> dict:
-    """A run's summary.json, config.yaml and metrics.jsonl records; one clear error if unreadable.
+    """A run's summary.json, config.yaml and metrics.jsonl records; one clear error naming the file if
+    one is missing, not a regular file, too large, or not what a run writes.
 
     A round logged twice (a run killed between logging a round and checkpointing it, then resumed)
     counts once, as its later line.
     """
-    import yaml
-
     run_dir = Path(run_dir)
-    try:
-        summary = json.loads((run_dir / "summary.json").read_text(encoding="utf-8"))
-        cfg = yaml.safe_load((run_dir / "config.yaml").read_text(encoding="utf-8"))
-        lines = read_lines(run_dir / "metrics.jsonl")  # without a line torn by a crash
-        by_round = {}
-        for line in lines:
-            if line.strip():
-                record = json.loads(line)
-                by_round[record["round"]] = record
-    except FileNotFoundError as e:
-        raise UserError(f"{e.filename}: not found; is {run_dir} a finished run folder?") from None
-    except (json.JSONDecodeError, yaml.YAMLError, KeyError) as e:
-        raise UserError(f"{run_dir}: a run file is not valid JSON/YAML ({e})") from None
+    summary_path, metrics_path = run_dir / "summary.json", run_dir / "metrics.jsonl"
+    summary = _check_summary(_json(read_text_file(summary_path, "run's summary.json"), summary_path), summary_path)
+    cfg = _check_config(read_yaml(run_dir / "config.yaml"), run_dir / "config.yaml")
+    by_round = {}
+    text = read_text_file(metrics_path, "run's metrics.jsonl (JSON lines)")
+    for number, line in enumerate(text.split("\n")[:-1], 1):  # without a line torn by a crash
+        if line.strip():
+            where = f"{metrics_path}: line {number}"
+            record = _check_record(_json(line, where), where)
+            by_round[record["round"]] = record
     records = [by_round[r] for r in sorted(by_round)]
     return {"dir": str(run_dir), "seed": cfg.get("seed"), "config": cfg, "summary": summary, "records": records}
+
+
+def _json(text: str, where) -> object:
+    """`text` parsed as JSON, or a UserError naming `where`."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"{where}: not valid JSON ({e.msg} at line {e.lineno} column {e.colno})") from None
+    except RecursionError:
+        raise UserError(f"{where}: nested too deeply to be what a run writes") from None
+
+
+def _is_number(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _is_metrics(value) -> bool:
+    return isinstance(value, dict) and all(_is_number(value.get(m)) for m, _ in METRICS)
+
+
+def _check_summary(summary, path) -> dict:
+    """summary.json as a run writes it, as far as reports read it; a UserError naming the key otherwise."""
+    if not isinstance(summary, dict):
+        raise UserError(f"{path}: not a run summary (a JSON object), got {type(summary).__name__}")
+    checks = {"protocol": lambda v: isinstance(v, str),
+              "rounds_done": lambda v: type(v) is int and v >= 0,
+              "selected_round": lambda v: v is None or type(v) is int,
+              "test_at_selected_round": lambda v: v is None or v == {} or _is_metrics(v),
+              "chance_prec": lambda v: v is None or _is_number(v),
+              "top_k": lambda v: type(v) is int and v > 0}
+    optional = {"selected_round", "test_at_selected_round", "chance_prec", "top_k"}
+    for key, valid in checks.items():
+        if key not in summary and key not in optional:
+            raise UserError(f"{path}: no '{key}'; not a finished run's summary")
+        if key in summary and not valid(summary[key]):
+            raise UserError(f"{path}: '{key}' is {brief(summary[key])}, not what a run writes")
+    return summary
+
+
+def _check_record(record, where) -> dict:
+    """One metrics.jsonl line as a run writes it: an integer round and finite unseen (test) metrics."""
+    if not isinstance(record, dict):
+        raise UserError(f"{where}: not a round's record (a JSON object), got {type(record).__name__}")
+    if type(record.get("round")) is not int:
+        raise UserError(f"{where}: 'round' is {brief(record.get('round'))}, not a round number")
+    for part in ("test", "val"):
+        if part == "test" and part not in record:
+            raise UserError(f"{where}: no 'test' (the round's unseen metrics)")
+        if part in record and not _is_metrics(record[part]):
+            raise UserError(f"{where}: '{part}' is {brief(record.get(part))}, not finite prec, map and top1 values")
+    return record
+
+
+def _check_config(cfg: dict, path) -> dict:
+    """A run's config.yaml: config keys with plain values (a nested section holds plain values only).
+
+    Anything else (a list, an alias-expanded structure) is not what a run saves, and hashing it to group
+    runs could take without bound."""
+    plain = (str, int, float, bool, type(None))
+    for key, value in cfg.items():
+        inner = value.values() if isinstance(value, dict) else [value]
+        if not isinstance(key, str) or not all(isinstance(v, plain) for v in inner):
+            raise UserError(f"{path}: key {brief(key)} holds {brief(value)}, not a config value")
+    return cfg
 
 
 def find_runs(path: Path) -> list[Path]:
@@ -107,10 +170,22 @@ def summarize(runs: list[dict]) -> dict:
     return out
 
 
+def study_variant(run: dict) -> str | None:
+    """The study variant a run folder is a trial of (`<study>/<dataset>/<variant>/seed<k>`, the study
+    folder holding study.yaml), or None for a run folder of no study."""
+    folder = Path(run["dir"])
+    if re.fullmatch(r"seed\d+", folder.name) and folder.parent.parent.name == str(run["config"].get("dataset")) \
+            and (folder.parents[2] / "study.yaml").is_file():
+        return folder.parent.name
+    return None
+
+
 def group_runs(runs: list[dict]) -> list[tuple[str, str, list[dict]]]:
     """[(dataset, label, runs)], one entry per (dataset, config without the seed), in first-seen order.
 
-    The label names the config keys in which a group differs from the other groups of its dataset.
+    The label is the study's variant name when the runs are a study's trials of one variant (the name
+    the study's table shows); otherwise the config keys in which a group differs from the other
+    groups of its dataset.
     """
     groups: dict = {}
     for r in runs:
@@ -120,7 +195,9 @@ def group_runs(runs: list[dict]) -> list[tuple[str, str, list[dict]]]:
         cfg = members[0]["config"]
         others = [m[0]["config"] for (d, h), m in groups.items() if d == dataset and h != digest]
         differing = sorted({k for o in others for k in set(cfg) | set(o) if k != "seed" and o.get(k) != cfg.get(k)})
-        label = ", ".join(f"{k}={cfg.get(k)}" for k in differing) or f"cfg{digest}"
+        variants = {study_variant(m) for m in members}
+        label = (variants.pop() if len(variants) == 1 and None not in variants else
+                 ", ".join(f"{k}={cfg.get(k)}" for k in differing) or f"cfg{digest}")
         out.append((dataset, label, members))
     return out
 
@@ -211,44 +288,66 @@ def aggregate(runs: list[dict]) -> dict:
 
 
 # --- plots -------------------------------------------------------------------------------------------
-def plot_curves(groups: list[tuple[str, list[dict]]], path: Path, title: str) -> None:
+def _mean_curve(runs: list[dict], split: str) -> tuple[list, list]:
+    """(rounds, [(mean, std)]) of the runs' `split` ("test" or "val") Prec per round."""
+    by_round: dict = {}
+    for r in runs:
+        for rec in r["records"]:
+            if split in rec:
+                by_round.setdefault(rec["round"], []).append(rec[split]["prec"])
+    rounds = sorted(by_round)
+    return rounds, [mean_std(by_round[x]) for x in rounds]
+
+
+def plot_curves(groups: list[tuple[str, list[dict]]], path: Path, title: str, ridge: dict | None = None) -> None:
     """Per group: mean unseen Prec per round over its runs, a band of +- one std where 2+ runs have the
-    round, and each run's selected round marked; saved atomically as an image."""
+    round, each run's selected round marked and, for runs selecting on validation classes, the mean
+    validation Prec (dotted, the curve the selection reads). Per dataset of the runs: its chance
+    line and, where `ridge` ({dataset: Prec}) has it, the ridge reference. Saved atomically."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    references: dict = {}  # dataset: chance Prec, in first-seen order
+    validated = False
     for label, runs in groups:
-        by_round: dict = {}
-        for r in runs:
-            for rec in r["records"]:
-                by_round.setdefault(rec["round"], []).append(rec["test"]["prec"])
-        rounds = sorted(by_round)
-        stats = [mean_std(by_round[x]) for x in rounds]
+        rounds, stats = _mean_curve(runs, "test")
         means = [m for m, _ in stats]
         line, = ax.plot(rounds, means, label=f"{label} (n={len(runs)})")
         if len(runs) > 1:
             ax.fill_between(rounds, [m - s for m, s in stats], [m + s for m, s in stats], color=line.get_color(), alpha=0.2)
+        val_rounds, val_stats = _mean_curve(runs, "val")
+        if val_rounds:
+            validated = True
+            ax.plot(val_rounds, [m for m, _ in val_stats], ls=":", color=line.get_color(),
+                    label=f"{label}: validation classes (selects the round)")
         selected = [(rec["round"], rec["test"]["prec"]) for r in runs for rec in r["records"]
                     if rec["round"] == r["summary"].get("selected_round")]
         if selected:
             ax.scatter(*zip(*selected), marker="o", s=18, color=line.get_color(), zorder=3)
-    chance = groups[0][1][0]["summary"].get("chance_prec") if groups and groups[0][1] else None
-    if chance is not None:
-        ax.axhline(chance, color="grey", lw=0.8, label="chance")
+        for r in runs:
+            references.setdefault(r["config"].get("dataset"), r["summary"].get("chance_prec"))
+    styles = ("-", "--", "-.", ":")
+    for i, (dataset, chance) in enumerate(references.items()):
+        name = f" ({dataset})" if len(references) > 1 else ""
+        if chance is not None:
+            ax.axhline(chance, color="grey", lw=0.8, ls=styles[i % len(styles)], label=f"chance{name}")
+        if (ridge or {}).get(dataset) is not None:
+            ax.axhline(ridge[dataset], color="black", lw=0.9, ls=styles[i % len(styles)], label=f"ridge reference{name}")
     k = groups[0][1][0]["summary"].get("top_k", 50) if groups and groups[0][1] else 50
     ax.set_title(title, fontsize=10)
     ax.set_xlabel("round")
-    ax.set_ylabel(f"unseen Prec@{k} (mean over seeds; dots: selected rounds)")
+    ax.set_ylabel(f"unseen Prec@{k} (mean over seeds; dots: selected rounds)"
+                  + (f"\ndotted: validation classes' Prec@{k}" if validated else ""))
     ax.legend(fontsize=7)
     fig.tight_layout()
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         with atomic_file(path, "wb") as f:
-            fig.savefig(f, format=path.suffix.lstrip(".") or "png")
+            fig.savefig(f, format=path.suffix.lstrip(".").lower() or "png")
     finally:
         plt.close(fig)
 
@@ -268,6 +367,26 @@ def ridge_entry(dataset: str, data_root: Path, cfg, query_protocol: str = "per_t
     return {"dataset": dataset, "variant": "ridge reference", "runs": [], "finished": 1, "total": 1, "stats": stats,
             "queries": query_protocol.replace("_", " "),
             "notes": f"one ridge fit on all seen classes (class-mean targets, input_scaling {cfg.input_scaling}); no rounds"}
+
+
+def plot_ridge(runs: list[dict], data_root: Path) -> dict:
+    """{dataset: ridge reference Prec} for the datasets of `runs` found under `data_root`, with each
+    dataset's first run's input scaling, top_k and query protocol; a dataset not found is left out."""
+    from types import SimpleNamespace
+
+    out = {}
+    for r in runs:
+        dataset, cfg = r["config"].get("dataset"), r["config"]
+        if dataset in out or not (Path(data_root) / str(dataset)).is_dir():
+            continue
+        settings = SimpleNamespace(input_scaling=cfg.get("input_scaling", "none"), top_k=cfg.get("top_k", 50))
+        try:
+            entry = ridge_entry(dataset, data_root, settings, cfg.get("query_protocol", "per_text"))
+        except UserError as e:
+            print(f"note: no ridge reference for {dataset} in the plot: {e}", file=sys.stderr)
+            continue
+        out[dataset] = entry["stats"][("released", "prec")][0]
+    return out
 
 
 def write_study_tables(study, folder: Path, data_root: Path) -> dict:
@@ -305,14 +424,17 @@ def write_study_tables(study, folder: Path, data_root: Path) -> dict:
                             "runs": [read_run(Path(searched["run_dir"]))],
                             "notes": f"seed {study.seeds[0]}; validation Prec {searched['val_prec']:.4f}; {chosen}"})
         cfg = load_config(dataset, overrides=study.config)
+        ridge = None
         try:
             entries.append(ridge_entry(dataset, data_root, cfg, study.query_protocol))
+            ridge = entries[-1]["stats"][("released", "prec")][0]
         except UserError as e:
             entries.append({"dataset": dataset, "variant": "ridge reference", "runs": [], "finished": 0, "total": 1,
                             "notes": f"not computed: {e}"})
         if plot_groups:
             plot_curves(plot_groups, folder / f"{dataset}.png",
-                        f"{study.name} on {dataset}: unseen Prec@{cfg.top_k} per round, mean ± std over seeds")
+                        f"{study.name} on {dataset}: unseen Prec@{cfg.top_k} per round, mean ± std over seeds",
+                        ridge={dataset: ridge})
     rows = table_rows(entries)
     write_text_atomic(folder / "results.csv", to_csv(rows))
     header = (f"# Study {study.name}\n\nFrom the run folders under this folder ({study.protocol} protocol; "
@@ -330,13 +452,44 @@ def main(argv=None) -> int:
     p.add_argument("--json", type=Path, help="also save each group's aggregate as JSON to this file")
     p.add_argument("--csv", type=Path, help="also save the table as CSV to this file")
     p.add_argument("--md", type=Path, help="also save the table as markdown to this file")
+    p.add_argument("--data_root", type=Path, default=os.environ.get("ZSCRGAN_DATA_ROOT") or "datasets",
+                   help="folder holding the dataset folders, for the ridge reference in --plot (default: "
+                        "$ZSCRGAN_DATA_ROOT if set, else ./datasets); a dataset not there is plotted without it")
     args = p.parse_args(argv)
     try:
+        _check_outputs(args)
         runs = [read_run(d) for path in args.runs for d in find_runs(path)]
     except UserError as e:
-        print(f"error: {e}", file=sys.stderr)
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     print(format_report(runs))
+    try:
+        _write_outputs(args, runs)
+    except OSError as e:  # a full or read-only disk
+        where = e.filename or "output"
+        print(f"error: {one_line(f'{where}: cannot write: {e.strerror or e}')}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def _check_outputs(args) -> None:
+    """Refuse --json/--csv/--md/--plot paths that cannot take a file, and image formats matplotlib lacks,
+    before any run is read."""
+    for flag in ("json", "csv", "md", "plot"):
+        path = getattr(args, flag)
+        problem = path is not None and not_an_output_file(path)
+        if problem:
+            raise UserError(f"--{flag} {path}: {problem}; give a file path in an existing folder")
+    if args.plot is not None:
+        from matplotlib.figure import Figure
+
+        formats = Figure().canvas.get_supported_filetypes()
+        suffix = args.plot.suffix.lstrip(".").lower() or "png"
+        if suffix not in formats:
+            raise UserError(f"--plot {args.plot}: unknown image format '{suffix}' (one of {', '.join(sorted(formats))})")
+
+
+def _write_outputs(args, runs: list[dict]) -> None:
     groups = group_runs(runs)
     if args.json:
         write_text_atomic(args.json, json.dumps([{"dataset": d, "label": label, "runs": [r["dir"] for r in members],
@@ -349,9 +502,9 @@ def main(argv=None) -> int:
         write_text_atomic(args.md, to_markdown(rows))
     if args.plot:
         plot_curves([(f"{d} {label}", members) for d, label, members in groups], args.plot,
-                    "unseen Prec per round, mean ± std over the runs of each configuration")
+                    "unseen Prec per round, mean ± std over the runs of each configuration",
+                    ridge=plot_ridge(runs, Path(args.data_root)))
         print(f"plot: {args.plot}")
-    return 0
 
 
 if __name__ == "__main__":

@@ -5,7 +5,9 @@ A run folder holds `config.yaml` (the resolved config), `input_scaling.json` (th
 its factors, which `zscrgan.retrieve` applies to a user's vectors), `metrics.jsonl` (one JSON line per round),
 `summary.json`, `provenance.jsonl` (what started and resumed it), `checkpoints/` (best round's weights
 and the last round's full state, for resume), TensorBoard scalars under `tb/` and, at every new best
-round, the retrieval file `retrieved/acc<score>.pkl`. A copy also goes to the released path
+round, the retrieval file `retrieved/acc<score>.pkl` (the released content: each query's retrieved
+classes) with, beside it, `retrieved/acc<score>.rows.npy` (int64 [queries, top_k]: the gallery rows of
+the retrieved images, see `retrieval_rows_file`). A copy also goes to the released path
 `<results_root>/<DATASET>_res/acc<score>.pkl` unless a file of that name exists (another run's: it is
 never replaced). Every file is written atomically, so an interrupted run never leaves a half-written result.
 """
@@ -28,8 +30,8 @@ import tensorflow as tf
 import yaml
 
 from zscrgan import __version__
-from zscrgan.atomic import append_line, publish_copy, read_lines, remove_debris, retired_name, staged_folder, write_text_atomic
-from zscrgan.config import to_plain
+from zscrgan.atomic import append_line, atomic_file, publish_copy, read_lines, remove_debris, retired_name, staged_folder, write_text_atomic
+from zscrgan.config import read_yaml, to_plain
 from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
 from zscrgan.data.safe_pickle import dump_pickle
@@ -37,15 +39,26 @@ from zscrgan.data.scaling import scale_modality, scaling_record, unscaled_warnin
 from zscrgan.device import describe_device, select_device, set_determinism
 from zscrgan.errors import UserError, brief
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
-from zscrgan.files import not_a_file
+from zscrgan.files import not_a_file, read_json
 from zscrgan.methods import build_method
 from zscrgan.methods.base import Phases, TrainingData
 from zscrgan.metrics import chance_prec
-from zscrgan.provenance import architecture_change, claim_run_dir, dotted_value, record_start
+from zscrgan.provenance import HISTORY, architecture_change, claim_run_dir, dotted_value, lock_run_dir, record_start
 from zscrgan.released import retrieval_file_name
 
 DEMO = "DEMO"
 SCALING_FILE = "input_scaling.json"  # the run's input scaling and its factors, for scaling a user's vectors
+
+
+def retrieval_rows_file(retrieval_file: Path) -> Path:
+    """The file beside a retrieval file `acc<score>.pkl` that records which images it retrieved:
+    `acc<score>.rows.npy`, int64 [queries, top_k], each query's retrieved gallery rows, best first.
+
+    Rows and queries are numbered as evaluation orders them: the unseen classes by ascending class id
+    and, within a class, its images (texts) in the dataset's order; the pickle holds the same
+    retrievals as class ids.
+    """
+    return Path(retrieval_file).with_suffix(".rows.npy")
 
 
 # --- checkpoints ------------------------------------------------------------------------------------
@@ -59,29 +72,32 @@ def save_checkpoint(checkpoint: tf.train.Checkpoint, folder: Path, extra: dict) 
         raise UserError(f"{folder}: cannot write the checkpoint: {brief(err.message)}") from None
 
 
+def read_state(folder: Path) -> dict:
+    """A checkpoint folder's state.json as a dict; one clear error if it is not a readable JSON object."""
+    state = read_json(folder / "state.json", "a checkpoint's state", CORRUPT)
+    if not isinstance(state, dict):
+        raise UserError(f"{folder / 'state.json'}: not a JSON object; {CORRUPT}")
+    return state
+
+
 def read_checkpoint(checkpoint: tf.train.Checkpoint, folder: Path) -> dict:
     """Restore `checkpoint` from `folder` and return its state.json; one clear error if either is
     unreadable, truncated or does not fit the model."""
-    state_file = folder / "state.json"
-    problem = not_a_file(state_file)
-    if problem:
-        raise UserError(f"{state_file}: {problem}; {_CORRUPT}")
-    try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as err:
-        raise UserError(f"{state_file}: unreadable ({brief(err)}); {_CORRUPT}") from None
-    if not isinstance(state, dict):
-        raise UserError(f"{state_file}: not a JSON object; {_CORRUPT}")
+    state = read_state(folder)
+    for path in sorted(folder.iterdir()):  # TensorFlow's reader would block on a FIFO
+        problem = not_a_file(path)
+        if problem:
+            raise UserError(f"{path}: {problem}; {CORRUPT}")
     try:
         checkpoint.read(str(folder / "ckpt")).assert_existing_objects_matched()
     # A damaged checkpoint fails inside TensorFlow in many ways (DataLossError, IndexError on a short
     # read, ValueError or AssertionError on a mismatch); to the user they are all one problem.
     except Exception as err:
-        raise UserError(f"{folder}: the checkpoint cannot be restored ({brief(err)}); {_CORRUPT}") from None
+        raise UserError(f"{folder}: the checkpoint cannot be restored ({brief(err)}); {CORRUPT}") from None
     return state
 
 
-_CORRUPT = "the checkpoint is truncated or corrupt (or from another model): start a new run"
+CORRUPT = "the checkpoint is truncated or corrupt (or from another model): start a new run"
 
 
 def find_checkpoint(folder: Path) -> Path | None:
@@ -167,38 +183,46 @@ class Best:
 
 
 class StopFlag:
-    """Turns the first Ctrl-C into a request to stop at the next chunk boundary; a second one aborts.
+    """Turns the first Ctrl-C (SIGINT) or SIGTERM (what Slurm, Kubernetes and `timeout` send) into a
+    request to stop at the next chunk boundary; a second one aborts.
 
-    After the first Ctrl-C the default disposition of SIGINT is restored, so the second one ends the
-    process at once, even inside a compiled call (a Python handler would wait for the call to return).
+    After the first signal the default dispositions are restored, so the second one ends the process
+    at once, even inside a compiled call (a Python handler would wait for the call to return).
+    `cause` names the first signal ("Ctrl-C" or "SIGTERM") for the summary and the exit status.
     """
+
+    SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
     def __init__(self):
         self.requested = False
+        self.cause = ""
         self.where = ""
-        self._previous = None
+        self._previous: dict = {}
 
     def __enter__(self):
         if threading.current_thread() is not threading.main_thread():
             return self  # signals reach only the main thread (a Ray Tune trial runs in another one)
-        self._previous = signal.getsignal(signal.SIGINT)
 
         def handler(signum, frame):
-            self.requested = True
-            signal.signal(signal.SIGINT, signal.SIG_DFL)
-            print("\nCtrl-C: stopping within seconds and writing what the run has "
-                  "(press again to abort at once; the run stays resumable from its last round)", flush=True)
+            self.requested, self.cause = True, self.SIGNALS[signum]
+            for number in self.SIGNALS:
+                signal.signal(number, signal.SIG_DFL)
+            again = "press Ctrl-C again" if signum == signal.SIGINT else "a second SIGTERM or Ctrl-C"
+            print(f"\n{self.cause}: stopping within seconds and writing what the run has "
+                  f"({again} to abort at once; the run stays resumable from its last round)", flush=True)
 
-        signal.signal(signal.SIGINT, handler)
+        for number in self.SIGNALS:
+            self._previous[number] = signal.getsignal(number)
+            signal.signal(number, handler)
         return self
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for number, previous in self._previous.items():
+            signal.signal(number, previous)
         return False
 
     def between_chunks(self, phase: str, total: int):
-        """A `stop` callback for a chunked phase: True once Ctrl-C was pressed, noting how far it got."""
+        """A `stop` callback for a chunked phase: True once a stop was requested, noting how far it got."""
         def stop(done: int) -> bool:
             if self.requested:
                 self.where = f"the {phase} after {done} of {total} iterations"
@@ -231,6 +255,7 @@ class Run:
         self.files: dict = {"retrieval_files": [], "released_copies": []}
         self.resumed = False
         self._tb = None
+        self._copies = {"copied": 0, "kept": 0}  # this process's copies to the released layout
 
     # checkpoint layout
     @property
@@ -250,11 +275,12 @@ class Run:
         the run's, and a checkpoint that is corrupt or does not fit.
         """
         config = self.run_dir / "config.yaml"
-        if not config.is_file():
+        if not os.path.lexists(config):
             return False
-        for folder in (self.run_dir, self.run_dir / "checkpoints"):
-            remove_debris(folder)
-        saved = yaml.safe_load(config.read_text(encoding="utf-8")) or {}
+        # Everything is checked before anything in the folder changes: a refused resume leaves it as it was.
+        self._check_folder_entries()
+        saved = read_yaml(config)
+        lock_run_dir(self.run_dir)
         changed = architecture_change(saved, self.cfg, self.method.architecture_keys)
         if changed:
             was = dotted_value({"method": "zscrgan", **saved}, changed)
@@ -262,8 +288,9 @@ class Run:
                             f"{brief(was)} in {config}, {brief(dotted_value(self.cfg, changed))} given)")
         folder = find_checkpoint(self.last_dir)
         if folder is None:
+            self._log_rounds()  # readable, or refused
             self.resumed = True
-            self._drop_rounds_after_checkpoint()
+            self._tidy_after_checkpoint()
             self.log(f"no checkpoint in {self.last_dir} yet (the run stopped during its first round): "
                      f"starting it again from round 1")
             return True
@@ -274,23 +301,55 @@ class Run:
                 self.method.load_host_state(state)
             except UserError as err:
                 raise UserError(f"{folder / 'state.json'}: {err}") from None
-            self.round = int(state["round"])
-            self.best = Best(**state["best"])
-            self.last_test = dict(state["last_test"])
-            self.files = state.get("files", self.files)
+            round_, best, last_test = state["round"], state["best"], state["last_test"]
+            files = state.get("files", self.files)
+            if not (type(round_) is int and round_ >= 0 and isinstance(best, dict)
+                    and isinstance(last_test, dict) and isinstance(files, dict)):
+                raise TypeError("round, best, last_test or files of the wrong type")
+            best = Best(**best)
+            if not (type(best.round) is int and all(type(v) in (int, float) for v in (best.score, best.best_test_any_round))
+                    and isinstance(best.test, dict) and isinstance(best.val, dict)):
+                raise TypeError("best of the wrong type")
         except (KeyError, TypeError, ValueError, IndexError, AttributeError) as err:
-            raise UserError(f"{folder / 'state.json'}: missing or malformed entry ({brief(err)}); {_CORRUPT}") from None
+            raise UserError(f"{folder / 'state.json'}: missing or malformed entry ({brief(err)}); {CORRUPT}") from None
+        self._log_rounds()
+        self.round, self.best, self.last_test, self.files = round_, best, dict(last_test), files
         self.resumed = True
-        self._drop_rounds_after_checkpoint()
+        self._tidy_after_checkpoint()
         self.log(f"resumed from {folder} after round {self.round}")
         return True
+
+    def _check_folder_entries(self) -> None:
+        """Refuse a run folder whose files are not regular files (a FIFO, a device: reading them would
+        block or never end) or whose checkpoints are not folders."""
+        for name in ("config.yaml", "metrics.jsonl", HISTORY, "summary.json", SCALING_FILE):
+            path = self.run_dir / name
+            problem = os.path.lexists(path) and not_a_file(path)
+            if problem:
+                raise UserError(f"{path}: {problem}; the run folder is damaged")
+        for folder in (self.run_dir / "checkpoints", self.last_dir, self.best_dir):
+            if os.path.lexists(folder) and not folder.is_dir():
+                raise UserError(f"{folder}: not a folder; the run folder is damaged")
+
+    def _log_rounds(self) -> list[str]:
+        """The complete lines of metrics.jsonl (none if it does not exist)."""
+        log = self.run_dir / "metrics.jsonl"
+        try:
+            return read_lines(log) if log.exists() else []
+        except (OSError, UnicodeDecodeError) as err:
+            raise UserError(f"{log}: unreadable ({brief(err)}); the run folder is damaged") from None
+
+    def _tidy_after_checkpoint(self) -> None:
+        for folder in (self.run_dir, self.run_dir / "checkpoints"):
+            remove_debris(folder)
+        self._drop_rounds_after_checkpoint()
 
     def _drop_rounds_after_checkpoint(self) -> None:
         """Rounds logged after the checkpoint (a kill between the log line and the checkpoint swap) are
         run again: drop their lines, and any torn last line, so that every round is logged once."""
         log = self.run_dir / "metrics.jsonl"
         if log.exists():
-            kept = [line for line in read_lines(log) if _logged_round(line) <= self.round]
+            kept = [line for line in self._log_rounds() if _logged_round(line) <= self.round]
             write_text_atomic(log, "".join(line + "\n" for line in kept))
 
     def _data_identity(self) -> dict:
@@ -300,10 +359,9 @@ class Run:
 
     def _check_same_data(self, folder: Path) -> None:
         """Refuse to resume on data other than the run's (another dataset, other dimensions or classes)."""
-        try:
-            saved = json.loads((folder / "state.json").read_text(encoding="utf-8")).get("data", {})
-        except (OSError, ValueError, AttributeError):
-            return  # read_checkpoint reports it
+        saved = read_state(folder).get("data", {})
+        if not isinstance(saved, dict):
+            raise UserError(f"{folder / 'state.json'}: malformed entry 'data'; {CORRUPT}")
         for key, now in self._data_identity().items():
             if key in saved and saved[key] != now:
                 raise UserError(f"{folder / 'state.json'}: the run was trained with {key} {brief(saved[key])}, "
@@ -319,7 +377,7 @@ class Run:
             raise UserError(f"{self.best_dir}: no saved weights; is {self.run_dir} a run folder of main.py?")
         state = read_checkpoint(self.weights, folder)
         if not isinstance(state.get("round"), int):
-            raise UserError(f"{folder / 'state.json'}: no round number; {_CORRUPT}")
+            raise UserError(f"{folder / 'state.json'}: no round number; {CORRUPT}")
         round_ = state["round"]
         test, _ = evaluate(self.method, self.data.test, self.cfg.top_k)
         out = {"round": round_, "eval_draws": self.cfg.eval_draws, "test": _headline(test),
@@ -329,23 +387,37 @@ class Run:
         write_text_atomic(self.run_dir / f"evaluation-draws{self.cfg.eval_draws}.json", json.dumps(out, indent=1))
         return out
 
-    def _write_retrievals(self, retrieved: np.ndarray, score: float) -> Path:
-        """The retrieval file into the run folder, and a copy to the released path if no file is there."""
+    def _write_retrievals(self, rows: np.ndarray, score: float) -> Path:
+        """The retrieval file (and its rows file) into the run folder, and a copy to the released path
+        if no file is there."""
         name = retrieval_file_name(score)
         path = self.run_dir / "retrieved" / name
         path.parent.mkdir(exist_ok=True)
         copy = None if self.results_dir is None else self.results_dir / name
         # A released copy linked to this run's own file was made before a kill: this round is being repeated.
         ours = copy is not None and path.exists() and copy.exists() and os.path.samefile(path, copy)
-        dump_pickle(retrieval_records(self.data.test.query_labels, retrieved), path)
+        with atomic_file(retrieval_rows_file(path), "wb") as f:
+            np.save(f, np.asarray(rows, np.int64))
+        dump_pickle(retrieval_records(self.data.test.query_labels, self.data.test.gallery_labels[rows]), path)
         self.files["retrieval_files"].append(str(path.relative_to(self.run_dir)))
         if copy is not None:
             self.results_dir.mkdir(parents=True, exist_ok=True)
             if publish_copy(path, copy) or ours:
-                self.files["released_copies"].append(str(copy.resolve()))
+                self.files["released_copies"].append(os.path.relpath(copy.resolve(), self.run_dir.resolve()))
+                self._copies["copied"] += 1
             else:
-                self.log(f"note: {copy} exists (another run's, kept); this run's file is {path}")
+                self._copies["kept"] += 1
         return path
+
+    def _say_what_the_copies_did(self) -> None:
+        """One line for the copies this process made to the released layout (none: no line)."""
+        copied, kept = self._copies["copied"], self._copies["kept"]
+        if copied or kept:
+            line = f"released layout: {copied} retrieval file(s) copied to {self.results_dir}"
+            if kept:
+                line += (f"; {kept} not copied, as a file of the same name there is another run's and is kept "
+                         f"(this run's are in {self.run_dir / 'retrieved'})")
+            self.log(line)
 
     def _summary(self, stop_reason: str) -> dict:
         cfg = self.cfg
@@ -354,7 +426,7 @@ class Run:
                "selected_round": b.round, "test_at_selected_round": b.test, "test_at_last_round": self.last_test,
                "best_test_prec_any_round": None if b.best_test_any_round == -math.inf else b.best_test_any_round,
                "chance_prec": chance_prec(self.data.test.gallery_labels, self.data.test.query_labels),
-               "top_k": cfg.top_k, "run_dir": str(self.run_dir), **self.files}
+               "top_k": cfg.top_k, "run_dir": str(self.run_dir.resolve()), **self.files}
         if self.method.done():  # a closed-form method: its rounds are all done, whatever `rounds` asked
             out["trained"] = True
         if cfg.protocol == "validated":
@@ -377,7 +449,7 @@ class Run:
     def _evaluate_round(self, losses: dict, seconds_train: float) -> dict:
         cfg = self.cfg
         t0 = time.perf_counter()
-        test, retrieved = evaluate(self.method, self.data.test, cfg.top_k)
+        test, rows = evaluate(self.method, self.data.test, cfg.top_k)
         record = {"round": self.round, "losses": losses, "test": _headline(test)}
         self.last_test = record["test"]
         if self.data.val is not None:
@@ -391,7 +463,7 @@ class Run:
         record["new_best"] = score > b.score and all(v is not None for v in losses.values())
         if record["new_best"]:
             b.round, b.score, b.test, b.val = self.round, score, record["test"], record.get("val", {})
-            record["retrieval_file"] = str(self._write_retrievals(retrieved, test["prec"]))
+            record["retrieval_file"] = str(self._write_retrievals(rows, test["prec"]).relative_to(self.run_dir))
             save_checkpoint(self.weights, self.best_dir, {"round": self.round, "test": b.test, "val": b.val,
                                                           "image_dim": self.data.image_dim,
                                                           "text_dim": self.data.text_dim})
@@ -400,7 +472,8 @@ class Run:
     def _print_round(self, r: dict, elapsed: float, previous: list[float], budget_s: float | None) -> None:
         """One line per round, with the time left: the rounds left at the mean time of the last rounds
         (`previous`: this process's earlier round times; its first, which compiled the phases, is left
-        out), or the time budget's rest if that ends sooner."""
+        out), or the time budget's rest if that ends sooner. The first round of a process has no
+        estimate ("~?"): it compiled, and would overstate the time left several times over."""
         k, rounds = self.cfg.top_k, self.cfg.rounds
         losses = " ".join(f"{n} {_fmt(v)}" for n, v in r["losses"].items())
         t = r["test"]
@@ -409,11 +482,15 @@ class Run:
         if "val" in r:
             line += f" | val Prec@{k} {r['val']['prec']:.4f}"
         seconds = r["seconds"]["train"] + r["seconds"]["eval"]
-        recent = (previous[1:] + [seconds])[-3:]
-        left = sum(recent) / len(recent) * (rounds - r["round"])
-        if budget_s is not None:
-            left = min(left, max(budget_s - elapsed, 0.0))
-        line += f" | {seconds:.1f}s, {_clock(elapsed)} elapsed, ~{_clock(left)} left"
+        if previous or r["round"] >= rounds:
+            recent = (previous[1:] + [seconds])[-3:]
+            left = sum(recent) / len(recent) * (rounds - r["round"])
+            if budget_s is not None:
+                left = min(left, max(budget_s - elapsed, 0.0))
+            estimate = f"~{_clock(left)} left"
+        else:
+            estimate = "~? left (estimated from the next round on: this one compiled)"
+        line += f" | {seconds:.1f}s, {_clock(elapsed)} elapsed, {estimate}"
         if r["new_best"]:
             line += " | new best"
         self.log(line)
@@ -427,6 +504,7 @@ class Run:
         """
         if not self.resumed:
             self.run_dir = claim_run_dir(self.run_dir, numbered)
+            lock_run_dir(self.run_dir)
         record_start(self.run_dir, "resume" if self.resumed else "start", self.cfg, overrides, command,
                      describe_device(), self.dataset_dir)
         for folder in (self.run_dir, self.run_dir / "checkpoints"):
@@ -442,7 +520,7 @@ class Run:
         self.log(f"device: {describe_device()} | protocol {self.cfg.protocol} | output {self.run_dir}")
 
     def train(self, time_budget_min: float | None = None, on_round=None) -> dict:
-        """Run rounds until `rounds`, the time budget or Ctrl-C; returns the summary (also written).
+        """Run rounds until `rounds`, the time budget, Ctrl-C or SIGTERM; returns the summary (also written).
 
         `on_round(record)` is called after each round is written and checkpointed.
         """
@@ -466,13 +544,13 @@ class Run:
                 t0 = time.perf_counter()
                 round_losses = self.method.train_round(phases)
                 if round_losses is None:  # the last checkpoint still holds the previous round: resume repeats this one
-                    stop_reason = (f"interrupted (Ctrl-C) in round {self.round + 1}, {stop.where or 'between phases'}; "
+                    stop_reason = (f"interrupted ({stop.cause}) in round {self.round + 1}, {stop.where or 'between phases'}; "
                                    "that round was not kept")
                     break
                 self.round += 1
                 losses = {n: _finite_or_none(round_losses[n]) for n in self.method.loss_names}
                 record = self._evaluate_round(losses, time.perf_counter() - t0)
-                append_line(self.run_dir / "metrics.jsonl", json.dumps(record, allow_nan=False))
+                append_line(self.run_dir / "metrics.jsonl", json.dumps(float32_digits(record), allow_nan=False))
                 self._tensorboard(record)
                 self._print_round(record, time.perf_counter() - started, round_times,
                                   None if time_budget_min is None else time_budget_min * 60)
@@ -483,13 +561,14 @@ class Run:
                 if on_round is not None:
                     on_round(record)
                 if stop.requested:
-                    stop_reason = f"interrupted (Ctrl-C) after round {self.round}"
+                    stop_reason = f"interrupted ({stop.cause}) after round {self.round}"
                     break
                 if cfg.early_stop_patience and self.round - self.best.round >= cfg.early_stop_patience:
                     stop_reason = (f"early stop after round {self.round}: no new selected round in "
                                    f"{cfg.early_stop_patience} rounds")
                     break
-        summary = self._summary(stop_reason)
+        self._say_what_the_copies_did()
+        summary = float32_digits(self._summary(stop_reason))
         write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))
         return summary
 
@@ -508,8 +587,24 @@ def _logged_round(line: str) -> float:
     """The round of a metrics.jsonl line; infinity for a line that is not a complete record."""
     try:
         return int(json.loads(line)["round"])
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, OverflowError, RecursionError):
         return math.inf
+
+
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def float32_digits(value):
+    """`value` (JSON-able: dicts, lists, numbers) with every float cut to the digits a float32 carries
+    (0.5200000000000001 -> 0.52), the shortest that reads back as the same float32; a float beyond
+    float32's range is kept as it is. Two equal values stay equal, so runs still compare bit for bit."""
+    if isinstance(value, float):
+        return float(str(np.float32(value))) if abs(value) <= _FLOAT32_MAX else value
+    if isinstance(value, dict):
+        return {k: float32_digits(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [float32_digits(v) for v in value]
+    return value
 
 
 def _finite_or_none(value) -> float | None:

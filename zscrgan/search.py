@@ -69,13 +69,43 @@ def _merge_chunk(query_unit, gallery_unit, best_scores, best_rows, first_row, n_
     return top.values, tf.gather(rows, top.indices, batch_dims=1)
 
 
+def unit_chunks(gallery, embed: Callable | None = None, chunk_rows: int = GALLERY_CHUNK,
+                gallery_name: str = "gallery", normalized: bool = False):
+    """The gallery as (first row, rows, unit rows [chunk_rows, E]) chunks, in row order: read
+    `chunk_rows` rows at a time, embedded by `embed` (None: as they are) and L2-normalised
+    (`normalized`: the rows are unit rows already, a saved index, and are taken as they are).
+
+    Every chunk has `chunk_rows` rows, the last zero-padded: TensorFlow's kernels may take another
+    summation order for another shape, and equal rows must get equal results wherever they are. A
+    row whose embedding is not finite is a UserError naming `gallery_name` and the chunk's rows.
+    """
+    n_gallery = int(gallery.shape[0])
+    chunk_rows = max(1, min(chunk_rows, n_gallery))
+    for start in range(0, n_gallery, chunk_rows):
+        stop = min(start + chunk_rows, n_gallery)
+        rows = np.asarray(gallery[start:stop], dtype=np.float32)
+        if stop - start < chunk_rows:
+            rows = np.concatenate([rows, np.zeros((chunk_rows - len(rows), rows.shape[1]), np.float32)])
+        rows = tf.convert_to_tensor(rows)
+        if normalized:
+            yield start, stop - start, rows
+            continue
+        gallery_unit, finite = unit_rows(rows if embed is None else embed(rows))
+        if not finite:
+            raise UserError(f"{gallery_name}: NaN or infinite values (or values too large) in rows {start}-{stop - 1}")
+        yield start, stop - start, gallery_unit
+
+
 def search(queries, gallery, k: int, embed: Callable | None = None,
-           chunk_rows: int = GALLERY_CHUNK, gallery_name: str = "gallery") -> tuple[np.ndarray, np.ndarray]:
+           chunk_rows: int = GALLERY_CHUNK, gallery_name: str = "gallery",
+           normalized: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Each query's k most cosine-similar gallery rows: (scores [Q, k'], rows [Q, k']), best first.
 
     k' = min(k, gallery rows); rows are int64 gallery row indices, ties ranked by lower row; scores
     are float32 cosines. `queries` [Q, E] are already embedded; `embed` maps a float32 tensor of
-    gallery rows [n, D] to [n, E] (None: the rows are compared as they are). A gallery row whose
+    gallery rows [n, D] to [n, E] (None: the rows are compared as they are). `normalized`: the gallery
+    holds unit rows already (a saved index of `unit_chunks` rows, built with the same `chunk_rows`:
+    then the search gives bit for bit what embedding the gallery again gives). A gallery row whose
     embedding is not finite (NaN or infinity in the input) stops the search with a UserError naming
     `gallery_name` and the chunk's rows.
     """
@@ -87,21 +117,10 @@ def search(queries, gallery, k: int, embed: Callable | None = None,
     n_queries = int(query_unit.shape[0])
     query_blocks = [(q, tf.zeros([q.shape[0], 0], tf.float32), tf.zeros([q.shape[0], 0], tf.int64))
                     for q in (query_unit[i:i + QUERY_BLOCK] for i in range(0, n_queries, QUERY_BLOCK))]
-    chunk_rows = max(1, min(chunk_rows, n_gallery))
-    for start in range(0, n_gallery, chunk_rows):
-        stop = min(start + chunk_rows, n_gallery)
-        rows = np.asarray(gallery[start:stop], dtype=np.float32)
-        if stop - start < chunk_rows:
-            # The last chunk, zero-padded to the others' shape: TensorFlow's kernels may take another
-            # summation order for another shape, and equal rows must get equal scores wherever they are.
-            rows = np.concatenate([rows, np.zeros((chunk_rows - len(rows), rows.shape[1]), np.float32)])
-        rows = tf.convert_to_tensor(rows)
-        gallery_unit, finite = unit_rows(rows if embed is None else embed(rows))
-        if not finite:
-            raise UserError(f"{gallery_name}: NaN or infinite values (or values too large) in rows {start}-{stop - 1}")
-        k_now = tf.constant(min(k, stop), tf.int32)
+    for start, n_rows, gallery_unit in unit_chunks(gallery, embed, chunk_rows, gallery_name, normalized):
+        k_now = tf.constant(min(k, start + n_rows), tf.int32)
         first_row = tf.constant(start, tf.int64)
-        n_rows = tf.constant(stop - start, tf.int32)
+        n_rows = tf.constant(n_rows, tf.int32)
         query_blocks = [(q, *_merge_chunk(q, gallery_unit, s, r, first_row, n_rows, k_now))
                         for q, s, r in query_blocks]
     if not query_blocks:

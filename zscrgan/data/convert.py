@@ -13,16 +13,18 @@ one class at a time, and the loaded matrix is released before the pickles are wr
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import scipy.io
 import scipy.sparse
 
-from zscrgan.data.release import META_FILE, write_dataset
+from zscrgan.data.release import MAX_CLASS_ID, META_FILE, _numeric_vector, write_dataset
 from zscrgan.data.safe_pickle import load_pickle
 from zscrgan.data.scaling import SCALING_REASONS, recommend_scaling
-from zscrgan.errors import UserError
+from zscrgan.errors import UserError, brief
+from zscrgan.files import not_a_file
 
 SOURCES = ("xlsa17", "gazsl", "wikipedia")
 
@@ -172,7 +174,7 @@ def convert_gazsl(src_dir, out, *, split="easy", tfidf=None, feat_train=None, fe
     if split not in ("easy", "hard"):
         raise UserError(f"unknown --split {split!r} for gazsl: use easy (SCS) or hard (SCE)")
     bird = next((b for b, names in _GAZSL_NAMES.items()
-                 if (src / names["split"].format(split=split)).is_file()), None)
+                 if os.path.lexists(src / names["split"].format(split=split))), None)  # whatever it is
     if bird is None:
         expected = " or ".join(names["split"].format(split=split) for names in _GAZSL_NAMES.values())
         raise UserError(f"{src}: no {expected} here: give the GAZSL data folder (CUB2011 or NABird) as SRC_DIR")
@@ -211,7 +213,7 @@ def convert_gazsl(src_dir, out, *, split="easy", tfidf=None, feat_train=None, fe
     image, feat_names = {}, {}
     for part, cid, override in (("train", train_cid, feat_train), ("test", test_cid, feat_test)):
         labels_path = src / _GAZSL_LABELS[split].format(part=part)
-        labels = _int_array(np.asarray(load_pickle(labels_path)).ravel(), "labels", labels_path)
+        labels = _gazsl_labels(load_pickle(labels_path), labels_path)
         sources.append(labels_path)
         cid_key = f"{part}_cid"
         if labels.size == 0 or labels.min() < 0 or labels.max() >= cid.size:
@@ -240,11 +242,21 @@ def convert_gazsl(src_dir, out, *, split="easy", tfidf=None, feat_train=None, fe
                    sorted(train_cid.tolist()), sorted(test_cid.tolist()), {}, overwrite)
 
 
+def _gazsl_labels(raw, path):
+    """A GAZSL label file's labels as int64: a numeric array, or a flat list of numbers (anything else,
+    ragged or nested lists included, is refused before numpy would expand it)."""
+    values = raw.ravel() if isinstance(raw, np.ndarray) and raw.dtype.kind in "fiub" else _numeric_vector(raw)
+    if values is None:
+        raise UserError(f"{path}: labels must be a flat list or array of integers, found {brief(raw)}: "
+                        "is it a GAZSL label file?")
+    return _int_array(values, "labels", path)
+
+
 def _gazsl_tfidf_path(src, tfidf, defaults):
     if tfidf:
         return src / tfidf
     for name in defaults:
-        if (src / name).is_file():
+        if os.path.lexists(src / name):  # a FIFO or folder there is named as what it is when read
             return src / name
     raise UserError(f"{src}: no TF-IDF file ({' or '.join(defaults)}): put GAZSL's TF-IDF matrix there "
                     "or name it with --tfidf FILE")
@@ -252,9 +264,7 @@ def _gazsl_tfidf_path(src, tfidf, defaults):
 
 def _load_features(path):
     """GAZSL image features: `pfc_feat` (images x dims), or the file's single variable."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such file: GAZSL's image features go there "
-                        "(or name the file with --feat_train / --feat_test)")
+    _need_file(path, "GAZSL's image features go there (or name the file with --feat_train / --feat_test)")
     keys = [name for name, _, _ in _whosmat(path)]
     key = "pfc_feat" if "pfc_feat" in keys else (keys[0] if len(keys) == 1 else None)
     if key is None:
@@ -281,6 +291,8 @@ def convert_wikipedia(src_dir, out, *, text="lda", seen=None, split_seed=None, n
         raise UserError(f"unknown --text {text!r} for wikipedia: use lda or tfidf")
     if seen is not None and (split_seed is not None or n_seen is not None):
         raise UserError("give either --seen or --split_seed/--n_seen for wikipedia, not both")
+    if split_seed is not None and not 0 <= split_seed < 2**63:
+        raise UserError(f"--split_seed {brief(split_seed)}: must be an integer from 0 to 2**63-1")
 
     mat_path = src / "raw_features.mat"
     text_keys = _WIKI_TEXT_KEYS[text]
@@ -336,8 +348,7 @@ def convert_wikipedia(src_dir, out, *, text="lda", seen=None, split_seed=None, n
 
 def _read_wiki_list(path):
     """Categories (int) of a `text_id <tab> image_id <tab> category` list file, in line order."""
-    if not path.is_file():
-        raise UserError(f"{path}: no such file: the SVCL Wikipedia release has it beside raw_features.mat")
+    _need_file(path, "the SVCL Wikipedia release has it beside raw_features.mat")
     cats = []
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
@@ -350,8 +361,9 @@ def _read_wiki_list(path):
                 cats.append(int(fields[2]))
             except ValueError:
                 raise UserError(f"{path}: line {number} is not 'text_id<TAB>image_id<TAB>category'") from None
-            if cats[-1] < 1:
-                raise UserError(f"{path}: line {number}: category {cats[-1]} is out of range (ids start at 1)")
+            if not 1 <= cats[-1] <= MAX_CLASS_ID:
+                raise UserError(f"{path}: line {number}: category {brief(cats[-1])} is out of range "
+                                f"(ids from 1 to {MAX_CLASS_ID})")
     if not cats:
         raise UserError(f"{path}: the list is empty")
     return np.asarray(cats, dtype=np.int64)
@@ -367,8 +379,7 @@ def _check_out(out, overwrite):
 
 
 def _whosmat(path):
-    if not path.is_file():
-        raise UserError(f"{path}: no such file: put the release's file there under this name")
+    _need_file(path, "put the release's file there under this name")
     try:
         return scipy.io.whosmat(str(path))
     except NotImplementedError:
@@ -377,6 +388,15 @@ def _whosmat(path):
     except Exception as err:
         raise UserError(f"{path}: not a readable .mat file ({type(err).__name__}: {err}): "
                         "replace it with a fresh copy") from None
+
+
+def _need_file(path, hint):
+    """A UserError unless `path` is a regular file: "no such file" when missing, else what is there."""
+    problem = not_a_file(path)
+    if problem == "missing":
+        raise UserError(f"{path}: no such file: {hint}")
+    if problem:
+        raise UserError(f"{path}: {problem}: {hint}")
 
 
 def _load_mat(path, keys, optional=()):
@@ -421,7 +441,8 @@ def _rows_by_class(labels, rows):
 def _take_rows(matrix, rows, key, path):
     """Rows `rows` of a dense or sparse matrix as a dense float32 copy, checked to be finite."""
     block = matrix[rows]
-    block = np.asarray(block.toarray() if scipy.sparse.issparse(block) else block, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 become inf, refused below
+        block = np.asarray(block.toarray() if scipy.sparse.issparse(block) else block, dtype=np.float32)
     if not np.isfinite(block).all():
         raise UserError(f"{path}: {key} has NaN or infinite values (or values too large for float32): "
                         "recompute the features or replace the file")

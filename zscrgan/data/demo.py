@@ -18,6 +18,7 @@ import numpy as np
 
 from zscrgan.data.release import FILES, write_dataset
 from zscrgan.errors import UserError
+from zscrgan.files import read_text_file
 
 SPEC_FILE = "demo_spec.json"
 
@@ -146,8 +147,8 @@ def _recorded_form(spec: DemoSpec) -> dict:
 def _recorded_spec(folder: Path):
     """The spec recorded in `folder`, or None when there is none or it cannot be read."""
     try:
-        return json.loads((folder / SPEC_FILE).read_text())
-    except (OSError, ValueError):
+        return json.loads(read_text_file(folder / SPEC_FILE, "demo spec (JSON)", 1 << 20))
+    except (UserError, ValueError, RecursionError):  # missing, not a regular file, or not JSON
         return None
 
 

@@ -27,7 +27,7 @@ META_FILE = "meta.json"
 
 _HOW_TO_GET = (
     "convert a public release with `python -m zscrgan.data convert ...` "
-    "or download the authors' zip (see README)"
+    "or download the authors' zip (see docs/data.md)"
 )
 
 

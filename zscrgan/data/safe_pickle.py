@@ -10,15 +10,19 @@ no globals at all.
 """
 
 import codecs
+import io
 import pickle
+import pickletools
 from pathlib import Path
 
 import numpy as np
 
 from zscrgan.atomic import atomic_file
 from zscrgan.errors import UserError, brief
-from zscrgan.files import not_a_file
+from zscrgan.files import not_a_file, read_file
 
+# The largest dataset file read (the released CUB image features are about 100 MB).
+MAX_FILE_BYTES = 4 << 30
 # Protocol 2 is what the released Python 2 files use, and what Python 2 tools can still read.
 PROTOCOL = 2
 
@@ -76,6 +80,71 @@ _ALLOWED = {
 }
 
 
+# A dataset file nests a few levels (a dict of lists of arrays); hashing a tuple nested thousands deep as
+# a dict key or set member recurses in C until the process dies, before any check could run.
+MAX_DEPTH = 100
+# What the objects of a file may take once every shared reference is expanded (as converting them to
+# arrays does), per byte of the file: a number written in 2 bytes becomes 8; a memo reference of a few
+# bytes to a long list would become the whole list again.
+MAX_EXPANSION = 8
+_IN_PLACE = {"APPEND", "APPENDS", "SETITEM", "SETITEMS", "ADDITEMS", "BUILD"}
+
+
+def _stream_problem(data: bytes) -> str | None:
+    """Why the pickle `data` must not be loaded, found from its opcodes without building anything:
+    containers nested over MAX_DEPTH deep, or objects that expand (through memo references) to over
+    MAX_EXPANSION times the file's size. None when neither; a malformed stream is left to the
+    unpickler to report."""
+    limit = MAX_EXPANSION * len(data) + (1 << 20)
+    stack: list[list[int]] = []  # [nesting depth, expanded size] of each object; shared with the memo
+    marks: list[int] = []
+    memo: dict = {}
+    try:
+        for op, arg, _pos in pickletools.genops(io.BytesIO(data)):
+            name = op.name
+            if name in ("PUT", "BINPUT", "LONG_BINPUT"):
+                memo[arg] = stack[-1]
+                continue
+            if name == "MEMOIZE":
+                memo[len(memo)] = stack[-1]
+                continue
+            if name in ("GET", "BINGET", "LONG_BINGET"):
+                stack.append(memo[arg])
+                continue
+            if name == "DUP":
+                stack.append(stack[-1])
+                continue
+            before = op.stack_before
+            sliced: list = []
+            if pickletools.markobject in before:
+                start = marks.pop()
+                sliced, stack[start:] = stack[start:], []
+                before = before[:before.index(pickletools.markobject)]
+            popped = stack[len(stack) - len(before):] if before else []
+            del stack[len(stack) - len(popped):]
+            children = popped + sliced
+            if name in _IN_PLACE:  # the container changes, and so does every memo reference to it
+                children, container = children[1:], children[0]
+            else:
+                container = [0, 8 + (len(arg) if isinstance(arg, (str, bytes, bytearray)) else 0)]
+            depth = max([container[0]] + [d + 1 for d, _ in children])
+            size = min(container[1] + sum(n for _, n in children), limit + 1)
+            container[:] = depth, size
+            if depth > MAX_DEPTH:
+                return f"containers nested over {MAX_DEPTH} deep, which a dataset file never holds"
+            if size > limit:
+                return (f"objects that would expand to over {MAX_EXPANSION} times the file's size through "
+                        "shared references, which a dataset file never holds")
+            for item in op.stack_after:
+                if item is pickletools.markobject:
+                    marks.append(len(stack))
+                else:
+                    stack.append(container)
+    except (ValueError, IndexError, KeyError):  # malformed or truncated: the unpickler says so
+        return None
+    return None
+
+
 class _DatasetUnpickler(pickle.Unpickler):
     def find_class(self, module, name):
         try:
@@ -98,8 +167,13 @@ def load_pickle(path):
     if problem:
         raise UserError(f"{path}: {problem}; a dataset file must be a regular pickle file")
     try:
-        with open(path, "rb") as f:
-            return _DatasetUnpickler(f, encoding="latin1").load()
+        data = read_file(path, "dataset file (a pickle)", MAX_FILE_BYTES)
+        problem = _stream_problem(data)
+        if problem:
+            raise UserError(f"{path}: refusing to load pickle: it holds {problem}")
+        return _DatasetUnpickler(io.BytesIO(data), encoding="latin1").load()
+    except UserError:
+        raise
     except _RefusedGlobal as refused:
         raise UserError(
             f"{path}: refusing to load pickle: it references {brief(refused)}, which a dataset file "

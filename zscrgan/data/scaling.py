@@ -11,6 +11,7 @@ exactly as its training data was scaled.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Sequence
 
@@ -68,6 +69,17 @@ def scaling_record(image: dict, text: dict, seen: Sequence[int], mode: str) -> d
             "text_factor": modality_factor(text, seen, mode)}
 
 
+def check_scaling_record(record, source) -> dict:
+    """`record` if it is a `scaling_record` (a known mode, each factor null or a finite positive
+    number), else one clear UserError naming `source`."""
+    factors = [record.get(k) for k in ("image_factor", "text_factor")] if isinstance(record, dict) else []
+    if not (isinstance(record, dict) and record.get("input_scaling") in MODES and all(
+            f is None or (type(f) in (int, float) and math.isfinite(f) and f > 0) for f in factors)):
+        raise UserError(f"{source}: not an input scaling record (the mode, one of {', '.join(MODES)}, and its "
+                        "factors); the run folder is damaged")
+    return record
+
+
 def scale_modality(per_class: dict, seen: Sequence[int], mode: str) -> dict:
     """Return a new dict class -> scaled array for one modality (images or texts)."""
     if mode == "none":
@@ -101,7 +113,7 @@ def unscaled_warning(image: dict, text: dict, folder) -> str | None:
         return None
     return (f"warning: {folder}: {' and '.join(which)} vectors look L1-normalised (non-negative, rows sum to 1); "
             f"under input_scaling none the released model stays at chance on such features: "
-            f"train with --input_scaling l2_sqrt_dim (README, Input scaling)")
+            f"train with --input_scaling l2_sqrt_dim (docs/data.md, Input scaling)")
 
 
 def recommended_scaling(folder) -> str | None:

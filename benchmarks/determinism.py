@@ -1,0 +1,110 @@
+"""Does the same seed give the same run? Trains one config twice and compares what the runs wrote.
+
+    python benchmarks/determinism.py                                  # configs/demo_cub_sizes.yaml, 3 rounds
+    python benchmarks/determinism.py --config configs/DEMO.yaml --rounds 2
+    python benchmarks/determinism.py --keep runs/determinism -- --seed 3   # flags after -- go to main.py
+
+The first run trains alone; the second trains while a busy neighbour (one process per core, spinning)
+competes for the cores, so that a kernel whose summation order follows thread timing shows. Both are
+`python main.py --config FILE --rounds N` into a scratch folder (datasets are made there too). Compared,
+round for round: every loss and metric in metrics.jsonl (not the timings) and the retrieval files.
+Prints "identical" (exit status 0) or the first round and quantity that differ, with both values (exit
+status 1).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+SPIN = "while True:\n    pass"
+TIMINGS = "seconds"  # the one metrics.jsonl entry that may differ between identical runs
+
+
+def busy_neighbour(n_processes: int) -> list[subprocess.Popen]:
+    """`n_processes` Python processes each spinning on a core, until killed."""
+    return [subprocess.Popen([sys.executable, "-c", SPIN]) for _ in range(n_processes)]
+
+
+def train(run_dir: Path, data_root: Path, config: str, rounds: int, extra: list[str], busy: int) -> None:
+    """One run of main.py into `run_dir`, with `busy` spinning processes beside it; stops on failure."""
+    cmd = [sys.executable, str(ROOT / "main.py"), "--config", config, "--rounds", str(rounds),
+           "--output_dir", str(run_dir), "--data_root", str(data_root), "--results_root", str(data_root / "res"),
+           *extra]
+    print(f"training {'with' if busy else 'without'} a busy neighbour ({busy} spinning processes): "
+          f"{' '.join(cmd[1:])}", flush=True)
+    neighbours = busy_neighbour(busy)
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    finally:
+        for p in neighbours:
+            p.kill()
+            p.wait()
+    if done.returncode != 0:
+        sys.exit(f"main.py failed (exit status {done.returncode}):\n{done.stderr.strip()[-2000:]}")
+
+
+def flat(record: dict, prefix: str = "") -> dict:
+    """A metrics.jsonl record as {"losses.L_D": value, ...}, timings left out."""
+    out = {}
+    for key, value in record.items():
+        if key == TIMINGS or key == "retrieval_file":
+            continue
+        name = f"{prefix}{key}"
+        out.update(flat(value, name + ".") if isinstance(value, dict) else {name: value})
+    return out
+
+
+def first_difference(a: Path, b: Path) -> str | None:
+    """The first round and quantity in which two run folders differ, in words; None when identical."""
+    rounds_a = [json.loads(line) for line in (a / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    rounds_b = [json.loads(line) for line in (b / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    for ra, rb in zip(rounds_a, rounds_b):
+        fa, fb = flat(ra), flat(rb)
+        for key in sorted(set(fa) | set(fb)):
+            if fa.get(key) != fb.get(key):
+                return f"round {ra['round']}: {key} differs: {fa.get(key)!r} (alone) vs {fb.get(key)!r} (busy neighbour)"
+        files = [Path(r["retrieval_file"]).name if "retrieval_file" in r else None for r in (ra, rb)]
+        if files[0] is not None and files[0] == files[1]:
+            if (a / "retrieved" / files[0]).read_bytes() != (b / "retrieved" / files[1]).read_bytes():
+                return f"round {ra['round']}: the retrieval file {files[0]} differs"
+    if len(rounds_a) != len(rounds_b):
+        return f"the runs logged {len(rounds_a)} and {len(rounds_b)} rounds"
+    return None
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                epilog="Flags after -- are passed to both main.py runs (e.g. -- --seed 3).")
+    p.add_argument("--config", default="configs/demo_cub_sizes.yaml", help="config file (default: %(default)s)")
+    p.add_argument("--rounds", type=int, default=3, help="rounds of each run (default: %(default)s)")
+    p.add_argument("--busy", type=int, default=os.cpu_count() or 1,
+                   help="spinning processes beside the second run (default: one per core, %(default)s)")
+    p.add_argument("--keep", metavar="DIR", help="write the runs into DIR and keep them (default: a removed scratch folder)")
+    p.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+    if args.rounds < 1:
+        p.error("--rounds must be at least 1")
+    if not (ROOT / args.config).is_file() and not Path(args.config).is_file():
+        p.error(f"--config {args.config}: no such file")
+    config = str(Path(args.config).resolve()) if Path(args.config).is_file() else str(ROOT / args.config)
+    with tempfile.TemporaryDirectory(prefix="determinism-") as scratch:
+        base = Path(args.keep) if args.keep else Path(scratch)
+        runs = [base / "alone", base / "busy"]
+        if any(r.exists() for r in runs):
+            p.error(f"--keep {args.keep}: holds runs already; give an empty or new folder")
+        for run_dir, busy in zip(runs, (0, args.busy)):
+            train(run_dir, base / "datasets", config, args.rounds, args.extra, busy)
+        difference = first_difference(*runs)
+    print(difference or f"identical: {args.rounds} rounds of {args.config}, losses, metrics and retrieval files")
+    return 1 if difference else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,7 @@
+"""`python -m zscrgan` is the `zscrgan` command (zscrgan/cli.py)."""
+
+import sys
+
+from zscrgan.cli import main
+
+sys.exit(main())
