@@ -160,14 +160,26 @@ def csem_triplet(theta_r, theta_w, anchor):
     return softplus(delta), -k * dr_theta, k * dw_theta, k * (dw_anchor - dr_anchor)
 
 
+def visual_pivot(g_r, pivots):
+    """mean over rows with a nonzero pivot of 1 - cos(g_r, pivot), and its gradient on g_r."""
+    real = np.any(pivots != 0.0, axis=1)
+    n_real = max(real.sum(), 1)
+    cos = np.zeros(len(g_r))
+    dg = np.zeros_like(g_r)
+    cos[real], dcos, _ = cosine(g_r[real], pivots[real])
+    dg[real] = -dcos / n_real
+    return float(np.sum(1.0 - cos[real]) / n_real), dg
+
+
 def generator_side(w, phi_r, phi_w, x_r, x_w, eps, z, *, mm_reg_coeff=2.0, kl_div_coefficient=1.0,
-                   triplet_coeff=1.0, adv_coeff=1.0, wrong_branch=True):
+                   triplet_coeff=1.0, adv_coeff=1.0, wrong_branch=True, pivots=None, pivot_coeff=0.0):
     """Released L_G for one batch and its gradients on the text encoder and generator (`grads`) and,
     for joint training, L_C's gradients on the CSEM (`csem_grads`).
 
     eps, z: [2n, .]; the first n rows are the correct half's noise, the last n the wrong half's.
     wrong_branch=False: no wrong half: R = mean ||g_r - x_r||_1, L_C = softplus(-mean cos(theta_r, c_r)),
     the divergence of the correct half alone, and only the first n noise rows are used.
+    pivots [n, I]: each row's class mean image (zeros: a padded row), adding pivot_coeff * `visual_pivot`.
     Returns ([L_G, R, L_C, divergence], grads, csem_grads).
     """
     n = phi_r.shape[0]
@@ -190,12 +202,14 @@ def generator_side(w, phi_r, phi_w, x_r, x_w, eps, z, *, mm_reg_coeff=2.0, kl_di
         div_w, dmu_w, ds_w = divergence(mu[n:], s[n:])
         div, dmu, ds = (div_r + div_w) / 2.0, np.concatenate([dmu_r, dmu_w]) / 2, np.concatenate([ds_r, ds_w]) / 2
     loss = -adv_coeff * d_fake.mean() + triplet_coeff * l_c + mm_reg_coeff * r + kl_div_coefficient * div
+    pivot, dpivot = visual_pivot(g_r, pivots) if pivots is not None else (0.0, 0.0)
+    loss += pivot_coeff * pivot
 
     # L_C's own gradients on the CSEM (what joint training applies) and the critic's, never applied here.
     csem_grads, critic_grads = {}, {}
     dg = triplet_coeff * csem_backward(csem, np.concatenate([dtheta_r, dtheta_w]), csem_grads)
     dg[:n] += critic_backward(crit, np.full(n, -adv_coeff / n), critic_grads)
-    dg[:n] += mm_reg_coeff * dr
+    dg[:n] += mm_reg_coeff * dr + pivot_coeff * dpivot
     grads = {}
     dc = generator_backward(gen, dg, grads)
     dc[:n] += triplet_coeff * danchor
@@ -203,8 +217,11 @@ def generator_side(w, phi_r, phi_w, x_r, x_w, eps, z, *, mm_reg_coeff=2.0, kl_di
     return np.array([loss, r, l_c, div]), grads, csem_grads
 
 
-def csem_side(w, phi_r, phi_w, eps, z, wrong_branch=True):
-    """Released L_C of the M-step and its gradients on the CSEM (eps, z, wrong_branch as in `generator_side`)."""
+def csem_side(w, phi_r, phi_w, eps, z, wrong_branch=True, x_r=None, x_w=None):
+    """Released L_C of the M-step and its gradients on the CSEM (eps, z, wrong_branch as in `generator_side`).
+
+    x_r (and x_w with the wrong branch) given: plus L_C of the real images, CSEM(x_r) and CSEM(x_w) against
+    the same anchor c_r (`csem_real_images`)."""
     n = phi_r.shape[0]
     rows = 2 * n if wrong_branch else n
     c, _, _, _ = encoder_forward(w, np.concatenate([phi_r, phi_w]) if wrong_branch else phi_r, eps[:rows])
@@ -213,6 +230,11 @@ def csem_side(w, phi_r, phi_w, eps, z, wrong_branch=True):
     l_c, dtheta_r, dtheta_w, _ = csem_triplet(theta[:n], theta[n:] if wrong_branch else None, c[:n])
     grads = {}
     csem_backward(csem, np.concatenate([dtheta_r, dtheta_w]), grads)
+    if x_r is not None:
+        theta, csem = csem_forward(w, np.concatenate([x_r, x_w]) if wrong_branch else x_r)
+        l_real, dtheta_r, dtheta_w, _ = csem_triplet(theta[:n], theta[n:] if wrong_branch else None, c[:n])
+        csem_backward(csem, np.concatenate([dtheta_r, dtheta_w]), grads)
+        l_c += l_real
     return l_c, grads
 
 

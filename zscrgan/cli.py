@@ -57,6 +57,9 @@ def build_parser(defaults: dict, meanings: dict, prog: str | None = None,
     p.add_argument("--config", metavar="FILE",
                    help="a YAML file of config keys, or the name of one shipped in configs/ (e.g. demo_cub_sizes), "
                         "applied over configs/<DATASET>.yaml")
+    p.add_argument("--profile", metavar="NAME",
+                   help="a named profile shipped in configs/profiles/ (docs/beyond.md), applied over "
+                        "configs/<DATASET>.yaml and under --config")
     p.add_argument("--time_budget", type=float, metavar="MINUTES",
                    help="stop before a round would end past this many minutes (the first round always runs)")
     p.add_argument("--data_root", metavar="DIR", default=_data_root_default(),
@@ -173,6 +176,9 @@ def _check_flags(args) -> None:
     if args.config is not None and (args.resume or args.evaluate):
         flag = "--resume" if args.resume else "--evaluate"
         raise UserError(f"--config with {flag}: the run folder's config.yaml is its config; drop --config")
+    if args.profile is not None and (args.resume or args.evaluate):
+        flag = "--resume" if args.resume else "--evaluate"
+        raise UserError(f"--profile with {flag}: the run folder's config.yaml is its config; drop --profile")
     for flag, name in (("--name", args.name), ("--dataset", args.dataset)):
         problem = name is not None and not_a_name(name)
         if problem:
@@ -223,21 +229,23 @@ def dataset_recommendation(args) -> dict:
 
 
 def _help_defaults(argv: list) -> tuple[dict, dict]:
-    """What `--help` shows for the --dataset, --config and --data_root in `argv`: each config key's value
-    as a run would resolve it, and the file that set it (configs/default.yaml, the dataset folder's
-    meta.json, configs/<DATASET>.yaml or --config)."""
-    from zscrgan.config import (CHOICES, CONFIG_DIR, DEFAULT_FILE, find_shipped, flatten, load_config, method_file,
-                                read_yaml, schema, to_plain)
+    """What `--help` shows for the --dataset, --profile, --config and --data_root in `argv`: each config
+    key's value as a run would resolve it, and the file that set it (configs/default.yaml, the dataset
+    folder's meta.json, configs/<DATASET>.yaml, --profile or --config)."""
+    from zscrgan.config import (CHOICES, CONFIG_DIR, DEFAULT_FILE, PROFILE_DIR, find_shipped, flatten, load_config,
+                                method_file, read_yaml, schema, to_plain)
     from zscrgan.flags import ArgumentParser
 
     pre = ArgumentParser(add_help=False)
     pre.add_argument("--dataset", default="DEMO")
     pre.add_argument("--config")
+    pre.add_argument("--profile")
     pre.add_argument("--data_root", default=_data_root_default())
     args, _ = pre.parse_known_args(argv)
     config = args.config and find_shipped(args.config, CONFIG_DIR, "--config")
+    profile = args.profile and find_shipped(args.profile, PROFILE_DIR, "--profile")
     recommendation = dataset_recommendation(args)
-    cfg = load_config(args.dataset, config, **recommendation)
+    cfg = load_config(args.dataset, config, profile=profile, **recommendation)
     resolved = flatten(to_plain(cfg))
     # Every key, `dataset` aside; another method's own keys show that method's defaults.
     values = {key: resolved.get(key, default) for key, default in flatten(schema()).items()}
@@ -255,8 +263,9 @@ def _help_defaults(argv: list) -> tuple[dict, dict]:
     dataset_file = CONFIG_DIR / f"{args.dataset}.yaml"
     if dataset_file.is_file():
         layers.append((shipped_name(dataset_file), read_yaml(dataset_file)))
-    if config:
-        layers.append((shipped_name(config) if config.is_relative_to(CONFIG_DIR) else str(config), read_yaml(config)))
+    for given in (profile, config):
+        if given:
+            layers.append((shipped_name(given) if given.is_relative_to(CONFIG_DIR) else str(given), read_yaml(given)))
     sources, last = {}, {}
     for source, layer in layers:
         for key, value in flatten(layer).items():
@@ -283,8 +292,8 @@ def train_main(argv=None, prog: str | None = None) -> int:
 def _train_main(argv, prog: str | None) -> int:
     import yaml
 
-    from zscrgan.config import (CONFIG_DIR, all_key_meanings, find_shipped, flatten, load_config, load_run_config,
-                                parse_flag_value, schema, to_plain, unflatten)
+    from zscrgan.config import (CONFIG_DIR, PROFILE_DIR, all_key_meanings, find_shipped, flatten, load_config,
+                                load_run_config, parse_flag_value, schema, to_plain, unflatten)
     from zscrgan.errors import UserError, one_line
     from zscrgan.provenance import default_run_name, new_folder
 
@@ -305,6 +314,8 @@ def _train_main(argv, prog: str | None) -> int:
         _check_flags(args)
         if args.config is not None:
             args.config = find_shipped(args.config, CONFIG_DIR, "--config")
+        if args.profile is not None:
+            args.profile = find_shipped(args.profile, PROFILE_DIR, "--profile")
         args.dataset = args.dataset or "DEMO"
         if args.resume or args.evaluate:
             if args.resume and args.evaluate:
@@ -315,7 +326,7 @@ def _train_main(argv, prog: str | None) -> int:
             cfg = load_run_config(run_dir, overrides)
         else:
             recommendation = dataset_recommendation(args)
-            cfg = load_config(args.dataset, args.config, overrides, **recommendation)
+            cfg = load_config(args.dataset, args.config, overrides, profile=args.profile, **recommendation)
             if recommendation and not args.print_config and \
                     cfg.input_scaling == recommendation["recommended"]["input_scaling"] != "none":
                 print(f"input_scaling {cfg.input_scaling}: as {recommendation['recommended_source']} recommends "

@@ -46,6 +46,7 @@ def find_shipped(name: str | Path, folder: Path, flag: str) -> Path:
 CONFIG_DIR = shipped_dir("configs")
 DEFAULT_FILE = CONFIG_DIR / "default.yaml"
 METHOD_DIR = CONFIG_DIR / "methods"  # <method>.yaml: a method's own keys (a section named after it) and defaults
+PROFILE_DIR = CONFIG_DIR / "profiles"  # <name>.yaml: named sets of keys beyond the released model (--profile)
 
 
 def method_file(method: str) -> Path:
@@ -67,6 +68,9 @@ CHOICES = {
     "triplet": ("batch_mean", "per_sample"),
     "wrong_class": ("shift", "distinct", "random", "similar_text", "kmeans"),
     "training": ("em", "joint"),
+    "train_texts": ("first", "all"),
+    "retrieval_space": ("csem", "generator"),
+    "query_noise": ("sampled", "mean"),
     "precision": ("float32", "mixed_bfloat16", "mixed_float16"),
     "device": ("auto", "cpu", "gpu"),
 }
@@ -307,13 +311,14 @@ def _chosen_method(layers: list[Mapping]) -> str:
 
 def load_config(dataset: str, config_file: str | Path | None = None,
                 overrides: Mapping[str, Any] | None = None, saved: str | Path | None = None,
-                recommended: Mapping[str, Any] | None = None, recommended_source: str = "dataset") -> EasyDict:
+                recommended: Mapping[str, Any] | None = None, recommended_source: str = "dataset",
+                profile: str | Path | None = None) -> EasyDict:
     """Resolve the configuration for `dataset`; `overrides` are command-line values (already parsed).
 
     Layers, each over the one before: configs/default.yaml, configs/methods/<method>.yaml (the method
     any layer chooses), what the dataset folder recommends (`recommended`, from `recommended_source`),
-    configs/<dataset>.yaml, `config_file`, `overrides`. `saved` is a run's resolved config (when
-    resuming): it replaces the dataset and user files.
+    configs/<dataset>.yaml, `profile` (a file of configs/profiles/), `config_file`, `overrides`. `saved` is
+    a run's resolved config (when resuming): it replaces the dataset, profile and user files.
     """
     if saved is not None:
         resolved = read_yaml(Path(saved))
@@ -324,6 +329,8 @@ def load_config(dataset: str, config_file: str | Path | None = None,
         dataset_file = CONFIG_DIR / f"{dataset}.yaml"
         if dataset_file.exists():
             files.append((read_yaml(dataset_file), str(dataset_file)))
+        if profile is not None:
+            files.append((read_yaml(Path(profile)), str(profile)))
         if config_file is not None:
             files.append((read_yaml(Path(config_file)), str(config_file)))
     layers = [layer for layer, _ in files] + [overrides or {}]

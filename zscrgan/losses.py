@@ -60,6 +60,16 @@ def csem_loss(theta_r: tf.Tensor, theta_w: tf.Tensor | None, anchor: tf.Tensor,
     return tf.nn.softplus(tf.reduce_mean(cos_w) - tf.reduce_mean(cos_r))
 
 
+def visual_pivot(g_r: tf.Tensor, pivots: tf.Tensor) -> tf.Tensor:
+    """The visual pivot (`pivot_coeff`): mean over real rows of 1 - cos(g_r, the row's class mean image).
+
+    A cosine, as retrieval ranks by cosine, so its weight does not depend on the features' scale. A row
+    whose pivot is all zeros (a padded row) is left out; with none left the loss is 0.
+    """
+    real = tf.cast(tf.reduce_any(tf.not_equal(pivots, 0.0), axis=1), g_r.dtype)
+    return tf.reduce_sum(real * (1.0 - cosine(g_r, pivots))) / tf.maximum(tf.reduce_sum(real), 1.0)
+
+
 def gaussian_kl(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
     """Elementwise mean of -b + 0.5 (-1 + exp(2b) + a^2): KL(N(a, exp(b)^2) || N(0, 1)) per unit."""
     return tf.reduce_mean(-b + 0.5 * (-1.0 + tf.exp(2.0 * b) + tf.square(a)))
@@ -85,11 +95,13 @@ def mean_divergence(div_r: tf.Tensor, div_w: tf.Tensor | None) -> tf.Tensor:
 
 def generator_loss(d_fake: tf.Tensor, l_c: tf.Tensor, r: tf.Tensor, div_r: tf.Tensor, div_w: tf.Tensor | None,
                    *, mm_reg_coeff: float, kl_div_coefficient: float, triplet_coeff: float = 1.0,
-                   adv_coeff: float = 1.0) -> tf.Tensor:
-    """L_G = -adv * mean D(g_r) + triplet * L_C + mm_reg_coeff * R + kl_div_coefficient * (div_r + div_w) / 2.
+                   adv_coeff: float = 1.0, pivot: tf.Tensor | None = None, pivot_coeff: float = 0.0) -> tf.Tensor:
+    """L_G = -adv * mean D(g_r) + triplet * L_C + mm_reg_coeff * R + kl_div_coefficient * (div_r + div_w) / 2
+    [+ pivot_coeff * pivot].
 
     Released: adv_coeff = triplet_coeff = 1; they exist for the paper's ablations. div_w None: the
-    divergence term is kl_div_coefficient * div_r.
+    divergence term is kl_div_coefficient * div_r. pivot (`visual_pivot`) None: no pivot term (released).
     """
     div = kl_div_coefficient * div_r if div_w is None else kl_div_coefficient * (div_r + div_w) / 2.0
-    return -adv_coeff * tf.reduce_mean(d_fake) + triplet_coeff * l_c + mm_reg_coeff * r + div
+    loss = -adv_coeff * tf.reduce_mean(d_fake) + triplet_coeff * l_c + mm_reg_coeff * r + div
+    return loss if pivot is None else loss + pivot_coeff * pivot

@@ -563,6 +563,10 @@ class Run:
                 if stop.requested:
                     stop_reason = f"interrupted ({stop.cause}) after round {self.round}"
                     break
+                if cfg.early_stop_patience and self.round - self.best.round >= cfg.early_stop_patience:
+                    stop_reason = (f"early stop after round {self.round}: no new selected round in "
+                                   f"{cfg.early_stop_patience} rounds")
+                    break
         self._say_what_the_copies_did()
         summary = float32_digits(self._summary(stop_reason))
         write_text_atomic(self.run_dir / "summary.json", json.dumps(summary, indent=1))

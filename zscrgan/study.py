@@ -242,7 +242,7 @@ def trial_status(run_dir: Path) -> tuple[str, str]:
 
 def _finished(summary: dict, cfg: dict) -> bool:
     stopped, rounds = summary.get("stopped"), cfg.get("rounds", 0)
-    return isinstance(stopped, str) and (stopped.startswith("time budget") or (stopped.startswith("completed") and (
+    return isinstance(stopped, str) and (stopped.startswith(("time budget", "early stop")) or (stopped.startswith("completed") and (
         summary.get("trained") or (isinstance(rounds, int) and summary["rounds_done"] >= rounds))))
 
 

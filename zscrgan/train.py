@@ -22,22 +22,32 @@ from zscrgan.optimizers import AdamTF1, DynamicLossScale, RMSPropTF1
 
 @dataclass
 class PackedFeatures:
-    """Seen-class features as device tensors: every image row, and each class's first text vector."""
+    """Seen-class features as device tensors: every image row, and each class's first text vector (released)
+    or all its text vectors (`train_texts: all`)."""
 
     images: tf.Tensor        # [n_images + 1, I]; last row zeros
-    texts: tf.Tensor         # [n_classes + 1, T]; row j = first text of the j-th seen class; last row zeros
+    texts: tf.Tensor         # [n_text_rows + 1, T]; class j's texts from row text_offsets[j]; last row zeros
+    class_means: tf.Tensor   # [n_text_rows + 1, I]; row r = mean image of text row r's class; last row zeros
     class_offsets: np.ndarray  # [n_classes] first image row of each class
     images_per_class: np.ndarray  # [n_classes]
+    text_offsets: np.ndarray   # [n_classes] first text row of each class (released: row j = class j)
+    texts_per_class: np.ndarray  # [n_classes] (released: 1, the first text)
 
     @classmethod
-    def from_classes(cls, images: list[np.ndarray], texts: list[np.ndarray]) -> "PackedFeatures":
-        """`images[j]`, `texts[j]`: arrays of the j-th seen class (in split order); only texts[j][0] is used."""
+    def from_classes(cls, images: list[np.ndarray], texts: list[np.ndarray], all_texts: bool = False) -> "PackedFeatures":
+        """`images[j]`, `texts[j]`: arrays of the j-th seen class (in split order); only texts[j][0] is used
+        unless `all_texts`."""
         counts = np.array([len(x) for x in images], dtype=np.int64)
         offsets = np.concatenate([[0], np.cumsum(counts)[:-1]]).astype(np.int64)
         image_dim, text_dim = images[0].shape[1], texts[0].shape[1]
         img = np.concatenate(list(images) + [np.zeros((1, image_dim), np.float32)]).astype(np.float32)
-        txt = np.stack([t[0] for t in texts] + [np.zeros(text_dim, np.float32)]).astype(np.float32)
-        return cls(tf.constant(img), tf.constant(txt), offsets, counts)
+        kept = [t if all_texts else t[:1] for t in texts]
+        text_counts = np.array([len(t) for t in kept], dtype=np.int64)
+        txt = np.concatenate(kept + [np.zeros((1, text_dim), np.float32)]).astype(np.float32)
+        means = np.stack([np.asarray(x, np.float64).mean(axis=0) for x in images])
+        means = np.concatenate([np.repeat(means, text_counts, axis=0), np.zeros((1, image_dim))]).astype(np.float32)
+        text_offsets = np.concatenate([[0], np.cumsum(text_counts)[:-1]]).astype(np.int64)
+        return cls(tf.constant(img), tf.constant(txt), tf.constant(means), offsets, counts, text_offsets, text_counts)
 
     @property
     def image_pad_row(self) -> int:
@@ -61,6 +71,8 @@ class Trainer(tf.Module):
         init_rng = tf.random.Generator.from_seed(cfg.seed)
         self.model = ZSCRGAN(cfg, image_dim, text_dim, init_rng)
         self.noise = tf.random.Generator.from_seed(cfg.seed + 1)
+        # The visual pivots (PackedFeatures.class_means), set by the method when pivot_coeff > 0.
+        self.pivots = None
         self.opt_generator = RMSPropTF1(self.model.generator_side_variables, cfg.generator_lr, name="opt_generator")
         self.opt_critic = RMSPropTF1(self.model.critic.trainable_variables, cfg.discriminator_lr,
                                      clip=cfg.clip_val, name="opt_critic")
@@ -113,8 +125,19 @@ class Trainer(tf.Module):
         theta_r, theta_w = tf.split(theta, 2) if self.cfg.wrong_branch else (theta, None)
         return losses.csem_loss(theta_r, theta_w, f["c_r"], per_sample=self.cfg.triplet == "per_sample")
 
-    def _generator_side_loss(self, x_r, phi_r, x_w, phi_w, eps, z):
-        """L_G on one batch (run under a tape). Returns L_G, L_C and [L_G, R, L_C, divergence]."""
+    def _real_csem_loss(self, x_r, x_w, c_r):
+        """`csem_real_images`: L_C with the real images of the batch in place of the generated ones."""
+        theta = self.model.csem(tf.concat([x_r, x_w], 0) if self.cfg.wrong_branch else x_r)
+        theta_r, theta_w = tf.split(theta, 2) if self.cfg.wrong_branch else (theta, None)
+        return losses.csem_loss(theta_r, theta_w, c_r, per_sample=self.cfg.triplet == "per_sample")
+
+    def _pivots(self, txt_rows):
+        """Each row's visual pivot (its class's mean image; zeros for a padded row), or None without one."""
+        return tf.gather(self.pivots, txt_rows) if self.cfg.pivot_coeff > 0 else None
+
+    def _generator_side_loss(self, x_r, phi_r, x_w, phi_w, eps, z, p_r=None):
+        """L_G on one batch (run under a tape); p_r: the rows' visual pivots (None: no pivot term).
+        Returns L_G, L_C and [L_G, R, L_C, divergence]."""
         cfg = self.cfg
         wrong = cfg.wrong_branch
         textbook_div = cfg.divergence == "kl"
@@ -125,7 +148,9 @@ class Trainer(tf.Module):
         div_w = losses.divergence(f["mu_w"], f["s_w"], textbook=textbook_div) if wrong else None
         loss = losses.generator_loss(self.model.critic(f["g_r"], phi_r), l_c, r, div_r, div_w,
                                      mm_reg_coeff=cfg.mm_reg_coeff, kl_div_coefficient=cfg.kl_div_coefficient,
-                                     triplet_coeff=cfg.triplet_coeff, adv_coeff=cfg.adv_coeff)
+                                     triplet_coeff=cfg.triplet_coeff, adv_coeff=cfg.adv_coeff,
+                                     pivot=None if p_r is None else losses.visual_pivot(f["g_r"], p_r),
+                                     pivot_coeff=cfg.pivot_coeff)
         return loss, l_c, tf.stack([loss, r, l_c, losses.mean_divergence(div_r, div_w)])
 
     def _apply(self, tape, updates) -> None:
@@ -189,23 +214,27 @@ class Trainer(tf.Module):
     def generator_step(self, images, texts, *rows):
         """One text encoder + generator update (critic and CSEM frozen). Returns [L_G, R, L_C, divergence]."""
         batch = self._batch(images, texts, *rows)
-        return self._generator_update(*batch, *self._forward_noise(batch[1]))
+        return self._generator_update(*batch, *self._forward_noise(batch[1]), self._pivots(rows[1]))
 
-    def _generator_update_fn(self, x_r, phi_r, x_w, phi_w, eps, z):
+    def _generator_update_fn(self, x_r, phi_r, x_w, phi_w, eps, z, p_r=None):
         with tf.GradientTape() as tape:
-            loss, _, parts = self._generator_side_loss(x_r, phi_r, x_w, phi_w, eps, z)
+            loss, _, parts = self._generator_side_loss(x_r, phi_r, x_w, phi_w, eps, z, p_r)
         self._apply(tape, [(self.opt_generator, loss, self.model.generator_side_variables)])
         return parts
 
     def csem_step(self, images, texts, *rows):
-        """One CSEM update on L_C (text encoder and generator frozen). Returns L_C."""
-        _, phi_r, _, phi_w = self._batch(images, texts, *rows)
-        return self._csem_update(phi_r, phi_w, *self._forward_noise(phi_r))
+        """One CSEM update on L_C (text encoder and generator frozen), plus L_C of the real pair under
+        `csem_real_images`. Returns that loss."""
+        x_r, phi_r, x_w, phi_w = self._batch(images, texts, *rows)
+        real = (x_r, x_w) if self.cfg.csem_real_images else (None, None)
+        return self._csem_update(phi_r, phi_w, *self._forward_noise(phi_r), *real)
 
-    def _csem_update_fn(self, phi_r, phi_w, eps, z):
+    def _csem_update_fn(self, phi_r, phi_w, eps, z, x_r=None, x_w=None):
         f = self._forward(phi_r, phi_w, eps, z)
         with tf.GradientTape() as tape:
             loss = self._csem_loss(f)
+            if x_r is not None:
+                loss += self._real_csem_loss(x_r, x_w, f["c_r"])
         self._apply(tape, [(self.opt_csem, loss, self.model.csem.trainable_variables)])
         return loss
 
@@ -216,11 +245,11 @@ class Trainer(tf.Module):
         Returns [L_G, R, L_C, divergence].
         """
         batch = self._batch(images, texts, *rows)
-        return self._joint_update(*batch, *self._forward_noise(batch[1]))
+        return self._joint_update(*batch, *self._forward_noise(batch[1]), self._pivots(rows[1]))
 
-    def _joint_update_fn(self, x_r, phi_r, x_w, phi_w, eps, z):
+    def _joint_update_fn(self, x_r, phi_r, x_w, phi_w, eps, z, p_r=None):
         with tf.GradientTape(persistent=True) as tape:
-            loss, l_c, parts = self._generator_side_loss(x_r, phi_r, x_w, phi_w, eps, z)
+            loss, l_c, parts = self._generator_side_loss(x_r, phi_r, x_w, phi_w, eps, z, p_r)
         self._apply(tape, [(self.opt_generator, loss, self.model.generator_side_variables),
                            (self.opt_csem, l_c, self.model.csem.trainable_variables)])
         del tape
@@ -277,26 +306,34 @@ class Trainer(tf.Module):
 
     # --- embeddings for retrieval --------------------------------------------------------------------
     def embed_queries(self, texts: tf.Tensor, draws: int | None = None) -> tf.Tensor:
-        """CSEM(G(c, z)) per text vector, c and z freshly drawn; averaged over `draws` draws (default:
-        the config's eval_draws)."""
-        return mean_over_draws(self._embed_query_once, texts, draws or self.cfg.eval_draws)
+        """Queries in the retrieval space: CSEM(G(c, z)) per text vector (released), or G(c, z) under
+        `retrieval_space: generator`. c and z are freshly drawn and averaged over `draws` draws (default:
+        the config's eval_draws); under `query_noise: mean`, c = mu and z = 0, once."""
+        once = self._embed_query_once if self.cfg.retrieval_space == "csem" else self._generate_once
+        if self.cfg.query_noise == "mean":
+            return once(texts, noiseless=True)
+        return mean_over_draws(once, texts, draws or self.cfg.eval_draws)
 
     def generate(self, texts: tf.Tensor, draws: int = 1) -> tf.Tensor:
         """G(c, z) per text vector, c and z freshly drawn; averaged over `draws` draws."""
         return mean_over_draws(self._generate_once, texts, draws)
 
-    @tf.function(reduce_retracing=True)
-    def _generate_once(self, texts):
-        n = tf.shape(texts)[0]
-        c, _, _ = self.model.encoder(texts, self.noise.truncated_normal([n, self.cfg.embed_dim]))
-        return self.model.generator(c, self.noise.normal([n, self.cfg.z_dim]))
+    def _query_noise(self, n, noiseless: bool):
+        """eps and z of n queries: drawn (eps first, then z), or their means (zeros) when `noiseless`."""
+        if noiseless:
+            return tf.zeros([n, self.cfg.embed_dim]), tf.zeros([n, self.cfg.z_dim])
+        eps = self.noise.truncated_normal([n, self.cfg.embed_dim])
+        return eps, self.noise.normal([n, self.cfg.z_dim])
 
     @tf.function(reduce_retracing=True)
-    def _embed_query_once(self, texts):
-        n = tf.shape(texts)[0]
-        eps = self.noise.truncated_normal([n, self.cfg.embed_dim])
+    def _generate_once(self, texts, noiseless=False):
+        eps, z = self._query_noise(tf.shape(texts)[0], noiseless)
         c, _, _ = self.model.encoder(texts, eps)
-        return self.model.csem(self.model.generator(c, self.noise.normal([n, self.cfg.z_dim])))
+        return self.model.generator(c, z)
+
+    @tf.function(reduce_retracing=True)
+    def _embed_query_once(self, texts, noiseless=False):
+        return self.model.csem(self._generate_once(texts, noiseless))
 
     @tf.function(reduce_retracing=True)
     def embed_gallery(self, images):

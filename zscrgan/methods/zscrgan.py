@@ -7,6 +7,7 @@ released sampler's batches, phase by phase.
 
 from __future__ import annotations
 
+import numpy as np
 import tensorflow as tf
 
 from zscrgan.config import check_model_size
@@ -27,19 +28,27 @@ class ZSCRGAN(Method):
     def __init__(self, cfg, image_dim: int, text_dim: int):
         super().__init__(cfg, image_dim, text_dim, name="zscrgan")
         check_model_size(cfg, image_dim, text_dim)
+        if cfg.csem_real_images and cfg.training == "joint":
+            raise UserError("config: csem_real_images trains the CSEM in the M-step, which training joint has "
+                            "not; use training em or csem_real_images false")
         self.cfg = cfg
         self.trainer = Trainer(cfg, image_dim, text_dim)
         self.packed = None
         self.sampler = None
+        # `train_texts: all`: draws each row's text among its class's, apart from the sampler's own stream.
+        self.text_rng = np.random.default_rng([cfg.seed, 2]) if cfg.train_texts == "all" else None
         self._e_chunk = max(1, CHUNK_STEPS // (cfg.critic_steps + 1))  # E-step iterations per compiled call
 
     def attach(self, data: TrainingData) -> None:
         cfg = self.cfg
         self.packed = packed = PackedFeatures.from_classes([data.image[c] for c in data.classes],
-                                                           [data.text[c] for c in data.classes])
+                                                           [data.text[c] for c in data.classes],
+                                                           all_texts=self.text_rng is not None)
         self.sampler = ClassBatchSampler(packed.images_per_class.tolist(), cfg.batch_size, cfg.seed,
                                          pad_short_batches=cfg.pad_short_batches, wrong_class=cfg.wrong_class,
-                                         class_texts=packed.texts.numpy()[:-1], kmeans_clusters=cfg.kmeans_clusters)
+                                         class_texts=packed.texts.numpy()[packed.text_offsets],
+                                         kmeans_clusters=cfg.kmeans_clusters)
+        self.trainer.pivots = packed.class_means
 
     def _schedule(self):
         """The next E-step and M-step batches as index arrays, drawn in the released order.
@@ -57,10 +66,20 @@ class ZSCRGAN(Method):
             wrong_cls, wrong_img = self.sampler.wrong_pairs(cls, img)
             out.append(tuple(tf.constant(a.reshape(shape), tf.int32) for a in (
                 to_rows(cls, img, packed.class_offsets, packed.image_pad_row),
-                text_rows(cls, packed.text_pad_row),
+                self._text_rows(cls),
                 to_rows(wrong_cls, wrong_img, packed.class_offsets, packed.image_pad_row),
-                text_rows(wrong_cls, packed.text_pad_row))))
+                self._text_rows(wrong_cls))))
         return out if len(out) == 2 else out + [None]
+
+    def _text_rows(self, cls):
+        """Text rows of a schedule's classes: each class's first text (released), or under `train_texts: all`
+        one of its texts drawn for each row; the zero row for a padded row (class -1)."""
+        packed = self.packed
+        if self.text_rng is None:
+            return text_rows(cls, packed.text_pad_row)
+        real = np.maximum(cls, 0)
+        pick = self.text_rng.integers(0, 2**62, size=np.shape(cls)) % packed.texts_per_class[real]
+        return np.where(cls >= 0, packed.text_offsets[real] + pick, packed.text_pad_row)
 
     def train_round(self, phases: Phases) -> dict | None:
         cfg, packed = self.cfg, self.packed
@@ -91,12 +110,19 @@ class ZSCRGAN(Method):
         return {"model": self.trainer.model}
 
     def host_state(self) -> dict:
-        return {"sampler": self.sampler.state_dict()}
+        out = {"sampler": self.sampler.state_dict()}
+        if self.text_rng is not None:
+            out["text_rng"] = self.text_rng.bit_generator.state
+        return out
 
     def load_host_state(self, state: dict) -> None:
         if "sampler" not in state:
             raise UserError("no sampler state")
         self.sampler.load_state_dict(state["sampler"])
+        if self.text_rng is not None:
+            if not isinstance(state.get("text_rng"), dict):
+                raise UserError("no text_rng state (train_texts all)")
+            self.text_rng.bit_generator.state = state["text_rng"]
 
     def reset_noise(self, seed: int) -> None:
         self.trainer.noise.reset_from_seed(seed)
@@ -105,6 +131,8 @@ class ZSCRGAN(Method):
         return self.trainer.embed_queries(texts, draws)
 
     def embed_gallery(self, images):
+        if self.cfg.retrieval_space == "generator":  # the queries are image vectors: the gallery as it is
+            return tf.convert_to_tensor(images)
         return self.trainer.embed_gallery(images)
 
     def generate(self, texts, draws: int = 1):
