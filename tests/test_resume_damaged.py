@@ -182,3 +182,29 @@ def test_retrieve_of_a_damaged_run_is_one_line(finished, tmp_path, capsys, what)
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert _digests(run) == before and not (tmp_path / "out.npz").exists()
+
+
+@pytest.mark.parametrize("where", ["queries", "gallery", "out_device", "out_folder"])
+def test_retrieve_never_reads_a_fifo_nor_writes_through_a_device(finished, tmp_path, capsys, where):
+    import numpy as np
+
+    from zscrgan.retrieve import main as retrieve_main
+
+    np.save(tmp_path / "q.npy", np.ones((2, 12), np.float32))
+    np.save(tmp_path / "g.npy", np.ones((3, 24), np.float32))
+    args = {"queries": tmp_path / "q.npy", "gallery": tmp_path / "g.npy", "out": tmp_path / "out.npz"}
+    if where in ("queries", "gallery"):
+        os.mkfifo(tmp_path / "fifo.npy")
+        args[where] = tmp_path / "fifo.npy"
+    elif where == "out_device":
+        os.mknod(tmp_path / "device", 0o600 | __import__("stat").S_IFCHR, os.makedev(1, 3))
+        args["out"] = tmp_path / "device"
+    else:
+        (tmp_path / "folder").mkdir()
+        args["out"] = tmp_path / "folder"
+    before = _digests(finished / "run")
+    rc = _within_seconds(lambda: retrieve_main([str(finished / "run"), "--queries", str(args["queries"]),
+                                                "--gallery", str(args["gallery"]), "--out", str(args["out"])]))
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and len(err.splitlines()) == 1, err
+    assert _digests(finished / "run") == before

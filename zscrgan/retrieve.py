@@ -60,7 +60,7 @@ from zscrgan.gallery_index import GalleryIndex, build_index, check_ids, file_rec
 from zscrgan.data.release import load_dataset  # noqa: E402
 from zscrgan.data.scaling import check_scaling_record, scale_rows, scaling_record  # noqa: E402
 from zscrgan.errors import UserError, brief  # noqa: E402
-from zscrgan.files import read_json  # noqa: E402
+from zscrgan.files import not_a_file, not_an_output_file, read_json  # noqa: E402
 from zscrgan.evaluate import in_chunks  # noqa: E402
 from zscrgan.methods import build_method  # noqa: E402
 from zscrgan.methods.base import Method  # noqa: E402
@@ -216,6 +216,9 @@ def _run_scaling(run_dir: Path, cfg, data_root: Path) -> dict:
 
 def open_matrix(path, dim_name: str) -> np.ndarray:
     """A 2-D floating-point .npy file with at least one row, memory-mapped (rows are read when used)."""
+    problem = not_a_file(path)  # a FIFO or device would block or never end
+    if problem:
+        raise UserError(f"{path}: {'not found' if problem == 'missing' else problem}; give a .npy file")
     try:
         x = np.load(path, mmap_mode="r", allow_pickle=False)
     except FileNotFoundError:
@@ -279,8 +282,9 @@ def _check_modes(args) -> None:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag}: must be at least 1, got {value}")
-    if args.out and not Path(args.out).parent.is_dir():
-        raise UserError(f"{args.out}: folder {Path(args.out).parent} does not exist")
+    problem = args.out and not_an_output_file(args.out)
+    if problem:
+        raise UserError(f"--out {args.out}: {problem}; give the path of a new or regular .npz file")
     if args.save_index and not Path(args.save_index).parent.is_dir():
         raise UserError(f"--save_index {args.save_index}: folder {Path(args.save_index).parent} does not exist")
 
