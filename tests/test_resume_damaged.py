@@ -208,3 +208,16 @@ def test_retrieve_never_reads_a_fifo_nor_writes_through_a_device(finished, tmp_p
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
     assert _digests(finished / "run") == before
+
+
+def test_retrieve_refuses_more_draws_than_the_limit_at_once(finished, tmp_path, capsys):
+    import numpy as np
+
+    from zscrgan.retrieve import main as retrieve_main
+
+    np.save(tmp_path / "q.npy", np.ones((2, 12), np.float32))
+    np.save(tmp_path / "g.npy", np.ones((3, 24), np.float32))
+    rc = _within_seconds(lambda: retrieve_main([str(finished / "run"), "--queries", str(tmp_path / "q.npy"),
+                                                "--gallery", str(tmp_path / "g.npy"), "--out",
+                                                str(tmp_path / "o.npz"), "--eval_draws", "1000000000"]), 20)
+    assert rc == 2 and "--eval_draws: must be at most" in capsys.readouterr().err

@@ -54,7 +54,7 @@ tf = start_tensorflow()  # before the modules below import it: its start-up nois
 
 from zscrgan.atomic import atomic_file  # noqa: E402
 from zscrgan.cli import DATA_ROOT_ENV  # noqa: E402
-from zscrgan.config import MAX_INT, load_run_config  # noqa: E402
+from zscrgan.config import MAX_EVAL_DRAWS, MAX_INT, load_run_config  # noqa: E402
 from zscrgan.flags import ArgumentParser  # noqa: E402
 from zscrgan.gallery_index import GalleryIndex, build_index, check_ids, file_record  # noqa: E402
 from zscrgan.data.release import load_dataset  # noqa: E402
@@ -282,6 +282,8 @@ def _check_modes(args) -> None:
         value = getattr(args, flag)
         if value is not None and value < 1:
             raise UserError(f"--{flag}: must be at least 1, got {value}")
+    if args.eval_draws is not None and args.eval_draws > MAX_EVAL_DRAWS:
+        raise UserError(f"--eval_draws: must be at most {MAX_EVAL_DRAWS}, got {args.eval_draws}")
     problem = args.out and not_an_output_file(args.out)
     if problem:
         raise UserError(f"--out {args.out}: {problem}; give the path of a new or regular .npz file")
