@@ -8,7 +8,6 @@ bombs and deep nesting, numbers that overflow or schedules that never end, and c
 """
 
 import faulthandler
-import hashlib
 import json
 import os
 import pickle
@@ -21,6 +20,7 @@ import numpy as np
 import pytest
 
 import zscrgan.run  # noqa: F401  (imports TensorFlow here, so that no case's time includes it)
+from helpers import tree_digest
 from main import main
 
 FILES = ("image_embed_dict.pkl", "txt_embed_dict.pkl", "trainids.pkl", "testids.pkl")
@@ -169,19 +169,6 @@ def _config_cases():
 CONFIG_CASES = _config_cases()
 
 
-def _tree(folder: Path) -> dict:
-    """Every path under `folder` with a digest of its content (what 'nothing written' compares)."""
-    out = {}
-    for p in sorted(folder.rglob("*")):
-        if p.is_symlink() or not (p.is_file() or p.is_dir()):
-            out[str(p)] = "special"
-        elif p.is_file():
-            out[str(p)] = hashlib.sha256(p.read_bytes()).hexdigest()
-        else:
-            out[str(p)] = "dir"
-    return out
-
-
 def _make_special(path: Path, kind: str) -> None:
     if kind == "directory":
         path.mkdir()
@@ -195,7 +182,7 @@ def _make_special(path: Path, kind: str) -> None:
 
 
 def _expect_one_line_refusal(capsys, tmp_path, args):
-    before = _tree(tmp_path)
+    before = tree_digest(tmp_path)
     faulthandler.dump_traceback_later(300, exit=True, file=sys.__stderr__)  # a hang ends the tests, with a traceback
     t0 = time.monotonic()
     try:
@@ -208,7 +195,7 @@ def _expect_one_line_refusal(capsys, tmp_path, args):
     assert len(err) == 1 and err[0].startswith("error: ") and len(err[0]) < 2100, err
     assert "Traceback" not in err[0]
     assert seconds < SECONDS
-    assert _tree(tmp_path) == before  # nothing written (nor removed)
+    assert tree_digest(tmp_path) == before  # nothing written (nor removed)
     return err[0]
 
 

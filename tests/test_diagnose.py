@@ -1,12 +1,12 @@
 """The diagnosis: upper bounds and cosines on a tiny case worked out by hand, and the whole command on
 a trained run (every space scored, JSON written, nothing else in the run folder changed)."""
 
-import hashlib
 import json
 
 import numpy as np
 import pytest
 
+from helpers import tree_digest
 from zscrgan.diagnose import class_means, main, mean_cosines, upper_bounds
 from zscrgan.evaluate import RetrievalSet
 
@@ -51,11 +51,6 @@ def test_mean_cosines_by_hand():
     assert cos[2] == pytest.approx(np.cos(np.deg2rad(70)), abs=1e-6)
 
 
-def _digests(folder):
-    return {p.relative_to(folder): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def test_diagnose_a_trained_run(tmp_path, capsys):
     from zscrgan.config import load_config
     from zscrgan.run import Run
@@ -67,10 +62,10 @@ def test_diagnose_a_trained_run(tmp_path, capsys):
     run = Run(cfg, tmp_path / "run", data_root=tmp_path / "datasets", results_root=None, log=lambda line: None)
     run.start()
     run.train()
-    before = _digests(tmp_path / "run")
+    before = tree_digest(tmp_path / "run")
     assert main([str(tmp_path / "run"), "--data_root", str(tmp_path / "datasets"), "--draws", "3",
                  "--json", str(tmp_path / "d.json")]) == 0
-    assert _digests(tmp_path / "run") == before
+    assert tree_digest(tmp_path / "run") == before
     d = json.loads((tmp_path / "d.json").read_text())
     assert set(d["spaces"]) == {"method, 1 draw(s)", "method, 3 draw(s)", "predicted image vectors, 1 draw(s)",
                                 "predicted image vectors, 3 draw(s)", "upper bound, method's gallery space",

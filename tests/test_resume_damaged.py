@@ -5,13 +5,13 @@ One small finished run is made once; each case copies it, damages one thing, and
 in-process. The damages form families (what is put in place of a file x which file), generated below.
 """
 
-import hashlib
 import os
 import shutil
 import threading
 
 import pytest
 
+from helpers import tree_digest
 from main import main as train_main
 
 RUN_FLAGS = ["--rounds", "2", "--e_step_iters", "2", "--m_step_iters", "2", "--gf_dim", "16", "--df_dim", "16",
@@ -25,19 +25,6 @@ def finished(tmp_path_factory):
     assert train_main(["--data_root", str(root / "datasets"), "--results_root", str(root / "res"),
                        "--output_dir", str(root / "run"), *RUN_FLAGS]) == 0
     return root
-
-
-def _digests(folder):
-    out = {}
-    for dirpath, dirnames, filenames in os.walk(folder):
-        for name in filenames + dirnames:
-            path = os.path.join(dirpath, name)
-            if os.path.isfile(path) and not os.path.islink(path):
-                with open(path, "rb") as f:
-                    out[path] = hashlib.sha256(f.read()).hexdigest()
-            else:
-                out[path] = "fifo" if not os.path.isdir(path) else "dir"
-    return out
 
 
 def _fifo(path):
@@ -86,13 +73,13 @@ def test_a_refused_resume_changes_nothing(finished, tmp_path, capsys, name, dama
     run = tmp_path / "run"
     shutil.copytree(finished / "run", run)
     DAMAGES[damage](run / name)
-    before = _digests(run)
+    before = tree_digest(run)
     rc = _within_seconds(lambda: train_main(["--resume", str(run), "--data_root", str(finished / "datasets"),
                                              "--results_root", str(tmp_path / "res"), "--rounds", "3"]))
     err = capsys.readouterr().err.strip()
     assert rc == 2, err
     assert len(err.splitlines()) == 1 and err.startswith("error: ")
-    assert _digests(run) == before
+    assert tree_digest(run) == before
 
 
 @pytest.mark.parametrize("content", ["[]", "- 1\n- 2\n", "dataset: 3\n", "dataset: null\n", "dataset: [a]\n", ""])
@@ -102,13 +89,13 @@ def test_a_config_that_is_not_a_runs_is_refused_by_every_command(finished, tmp_p
     run = tmp_path / "run"
     shutil.copytree(finished / "run", run)
     (run / "config.yaml").write_text(content)
-    before = _digests(run)
+    before = tree_digest(run)
     for command in (lambda: train_main(["--resume", str(run), "--data_root", str(finished / "datasets")]),
                     lambda: diagnose_main([str(run), "--data_root", str(finished / "datasets")])):
         assert command() == 2
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and "config.yaml" in err
-    assert _digests(run) == before
+    assert tree_digest(run) == before
 
 
 def test_checkpoints_that_is_a_file_is_refused(finished, tmp_path, capsys):
@@ -116,10 +103,10 @@ def test_checkpoints_that_is_a_file_is_refused(finished, tmp_path, capsys):
     shutil.copytree(finished / "run", run)
     shutil.rmtree(run / "checkpoints")
     (run / "checkpoints").write_text("not a folder")
-    before = _digests(run)
+    before = tree_digest(run)
     assert train_main(["--resume", str(run), "--data_root", str(finished / "datasets")]) == 2
     assert "not a folder" in capsys.readouterr().err
-    assert _digests(run) == before
+    assert tree_digest(run) == before
 
 
 @pytest.mark.parametrize("state", ['{"round": "two"}', '{"round": 2, "best": {"score": "high"}}',
@@ -128,10 +115,10 @@ def test_a_malformed_saved_state_is_refused(finished, tmp_path, capsys, state):
     run = tmp_path / "run"
     shutil.copytree(finished / "run", run)
     (run / "checkpoints" / "last" / "state.json").write_text(state)
-    before = _digests(run)
+    before = tree_digest(run)
     assert train_main(["--resume", str(run), "--data_root", str(finished / "datasets"), "--rounds", "3"]) == 2
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
-    assert _digests(run) == before
+    assert tree_digest(run) == before
 
 
 def test_a_second_resume_of_a_running_folder_is_refused(finished, tmp_path, capsys):
@@ -147,10 +134,10 @@ def test_a_second_resume_of_a_running_folder_is_refused(finished, tmp_path, caps
                               stdout=subprocess.PIPE, text=True, cwd=Path(__file__).resolve().parents[1])
     try:
         assert holder.stdout.readline().strip() == "locked"
-        before = _digests(run)
+        before = tree_digest(run)
         assert train_main(["--resume", str(run), "--data_root", str(finished / "datasets"), "--rounds", "3"]) == 2
         assert "another process is training this run folder" in capsys.readouterr().err
-        assert _digests(run) == before
+        assert tree_digest(run) == before
     finally:
         holder.kill()
         holder.wait()
@@ -176,12 +163,12 @@ def test_retrieve_of_a_damaged_run_is_one_line(finished, tmp_path, capsys, what)
         (run / "input_scaling.json").write_text('{"input_scaling": "sideways"}')
     np.save(tmp_path / "q.npy", np.ones((2, 12), np.float32))
     np.save(tmp_path / "g.npy", np.ones((3, 24), np.float32))
-    before = _digests(run)
+    before = tree_digest(run)
     rc = retrieve_main([str(run), "--queries", str(tmp_path / "q.npy"), "--gallery", str(tmp_path / "g.npy"),
                         "--out", str(tmp_path / "out.npz")])
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
-    assert _digests(run) == before and not (tmp_path / "out.npz").exists()
+    assert tree_digest(run) == before and not (tmp_path / "out.npz").exists()
 
 
 @pytest.mark.parametrize("where", ["queries", "gallery", "out_device", "out_folder"])
@@ -202,12 +189,12 @@ def test_retrieve_never_reads_a_fifo_nor_writes_through_a_device(finished, tmp_p
     else:
         (tmp_path / "folder").mkdir()
         args["out"] = tmp_path / "folder"
-    before = _digests(finished / "run")
+    before = tree_digest(finished / "run")
     rc = _within_seconds(lambda: retrieve_main([str(finished / "run"), "--queries", str(args["queries"]),
                                                 "--gallery", str(args["gallery"]), "--out", str(args["out"])]))
     err = capsys.readouterr().err.strip()
     assert rc == 2 and len(err.splitlines()) == 1, err
-    assert _digests(finished / "run") == before
+    assert tree_digest(finished / "run") == before
 
 
 def test_retrieve_refuses_more_draws_than_the_limit_at_once(finished, tmp_path, capsys):
