@@ -6,6 +6,7 @@ the result private to the user), so the final file or folder gets the usual perm
 
 from __future__ import annotations
 
+import fcntl
 import os
 import re
 import shutil
@@ -90,8 +91,13 @@ def staged_folder(folder):
     """
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
+    clear_stale_staging(folder)
     staging = _sibling(folder, "new")
     staging.mkdir()
+    # Locked while it is written (the lock ends with this process, however it ends): what a killed
+    # writer left is then told from another writer's folder in progress (`clear_stale_staging`).
+    held = os.open(staging, os.O_RDONLY | os.O_DIRECTORY)
+    fcntl.flock(held, fcntl.LOCK_EX)
     try:
         yield staging
         if folder.exists():
@@ -108,6 +114,45 @@ def staged_folder(folder):
             os.rename(staging, folder)
     finally:
         shutil.rmtree(staging, ignore_errors=True)  # gone after the rename; debris otherwise
+        os.close(held)
+
+
+def _abandoned(path: Path) -> bool:
+    """Whether the staging folder `path` has no living writer (none holds its lock)."""
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
+    except OSError:
+        return False  # gone, or not a folder: not ours to remove
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def clear_stale_staging(folder) -> None:
+    """Remove the staging folders of `folder` (its `.NAME.new-*` siblings) that a killed `staged_folder`
+    left behind, and put back its retired version (`.NAME.old`) when the folder itself is missing.
+    A staging folder whose writer still runs is left alone, so this is safe beside other writers."""
+    folder = Path(folder)
+    if not folder.parent.is_dir():
+        return
+    staging = re.compile(re.escape(f".{folder.name}.new-") + "[0-9a-f]{12}")
+    live_writer = False
+    for entry in folder.parent.iterdir():
+        if staging.fullmatch(entry.name) and entry.is_dir() and not entry.is_symlink():
+            if _abandoned(entry):
+                shutil.rmtree(entry, ignore_errors=True)
+            else:
+                live_writer = True
+    retired = retired_name(folder)
+    if not live_writer and retired.is_dir() and not retired.is_symlink():
+        if folder.exists() or folder.is_symlink():
+            shutil.rmtree(retired, ignore_errors=True)
+        else:
+            os.rename(retired, folder)
 
 
 def remove_debris(folder) -> None:

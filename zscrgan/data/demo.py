@@ -16,6 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
+from zscrgan.atomic import clear_stale_staging
 from zscrgan.data.release import FILES, write_dataset
 from zscrgan.errors import UserError
 from zscrgan.files import read_text_file
@@ -133,6 +134,7 @@ def ensure_demo(folder, spec: DemoSpec) -> None:
     interrupted write is redone next time.
     """
     folder = Path(folder)
+    clear_stale_staging(folder)  # what an interrupted earlier write left beside it
     wanted = _recorded_form(spec)
     if _recorded_spec(folder) == wanted and all((folder / f).is_file() for f in FILES):
         return
