@@ -41,6 +41,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from zscrgan.tf_start import choose_kernels, onednn_on  # noqa: E402
+
+# The kernels a run uses by default (`deterministic: true`: oneDNN off); TF_ENABLE_ONEDNN_OPTS=1 in the
+# environment times oneDNN's (`benchmarks/bench_kernels.py` compares the two).
+choose_kernels()
+
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from easydict import EasyDict  # noqa: E402
@@ -72,7 +78,7 @@ def machine() -> dict:
     gpus = tf.config.list_physical_devices("GPU")
     device = "GPU: " + tf.config.experimental.get_device_details(gpus[0]).get("device_name", gpus[0].name) if gpus else "CPU"
     return {"cpu": cpu, "cores": os.cpu_count(), "avx512": "avx512f" in flags.split(),
-            "tensorflow": tf.__version__, "device": device}
+            "tensorflow": tf.__version__, "device": device, "onednn": onednn_on()}
 
 
 def matmul_timer(mm: MatMul):
@@ -238,6 +244,29 @@ def method_rounds(config: Path, names: list[str], repeats: int) -> dict:
     return out
 
 
+def phase_inputs(cfg, iters: int):
+    """Synthetic seen features of the config's demo sizes, packed, and the schedules of an E-phase and
+    an M-phase of `iters` iterations: (packed, (images, texts), (e, m) as numpy, (e, m) as tensors)."""
+    rng = np.random.default_rng(0)
+    images = [rng.random((cfg.demo.images_per_class, cfg.demo.image_dim), dtype=np.float32)
+              for _ in range(cfg.demo.n_seen)]
+    texts = [rng.standard_normal((1, cfg.demo.text_dim), dtype=np.float32) for _ in range(cfg.demo.n_seen)]
+    packed = PackedFeatures.from_classes(images, texts)
+    sampler = ClassBatchSampler(packed.images_per_class.tolist(), cfg.batch_size, 0)
+
+    def schedule(shape):
+        cls, img = sampler.schedule(math.prod(shape[:-1]))
+        wrong_cls, wrong_img = sampler.wrong_pairs(cls, img)
+        return [a.reshape(shape).astype(np.int32) for a in (
+            to_rows(cls, img, packed.class_offsets, packed.image_pad_row), text_rows(cls, packed.text_pad_row),
+            to_rows(wrong_cls, wrong_img, packed.class_offsets, packed.image_pad_row),
+            text_rows(wrong_cls, packed.text_pad_row))]
+
+    e_np, m_np = schedule((iters, cfg.critic_steps + 1, cfg.batch_size)), schedule((iters, cfg.batch_size))
+    return (packed, (packed.images, packed.texts), (e_np, m_np),
+            ([tf.constant(a) for a in e_np], [tf.constant(a) for a in m_np]))
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(allow_abbrev=False, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", type=Path, default=CONFIG_DIR / "demo_cub_sizes.yaml",
@@ -260,25 +289,8 @@ def main(argv=None) -> int:
     sizes = {"seen_classes": cfg.demo.n_seen, "images_per_class": cfg.demo.images_per_class,
              "image_dim": cfg.demo.image_dim, "text_dim": cfg.demo.text_dim, "batch_size": cfg.batch_size,
              "gf_dim": cfg.gf_dim, "df_dim": cfg.df_dim, "embed_dim": cfg.embed_dim, "z_dim": cfg.z_dim}
-    rng = np.random.default_rng(0)
-    images = [rng.random((cfg.demo.images_per_class, cfg.demo.image_dim), dtype=np.float32)
-              for _ in range(cfg.demo.n_seen)]
-    texts = [rng.standard_normal((1, cfg.demo.text_dim), dtype=np.float32) for _ in range(cfg.demo.n_seen)]
-    packed = PackedFeatures.from_classes(images, texts)
-    feats = (packed.images, packed.texts)
-    sampler = ClassBatchSampler(packed.images_per_class.tolist(), cfg.batch_size, 0)
-
-    def schedule(shape):
-        cls, img = sampler.schedule(math.prod(shape[:-1]))
-        wrong_cls, wrong_img = sampler.wrong_pairs(cls, img)
-        return [a.reshape(shape).astype(np.int32) for a in (
-            to_rows(cls, img, packed.class_offsets, packed.image_pad_row), text_rows(cls, packed.text_pad_row),
-            to_rows(wrong_cls, wrong_img, packed.class_offsets, packed.image_pad_row),
-            text_rows(wrong_cls, packed.text_pad_row))]
-
+    packed, feats, (e_np, m_np), (e_batch, m_batch) = phase_inputs(cfg, args.iters)
     k, it = cfg.critic_steps, args.iters
-    e_np, m_np = schedule((it, k + 1, cfg.batch_size)), schedule((it, cfg.batch_size))
-    e_batch, m_batch = [tf.constant(a) for a in e_np], [tf.constant(a) for a in m_np]
 
     ours = Trainer(cfg, cfg.demo.image_dim, cfg.demo.text_dim)
     # The units of a phase: an E-step iteration's critic steps, its generator step, and a CSEM step.

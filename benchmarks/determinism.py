@@ -3,6 +3,7 @@
     python benchmarks/determinism.py                                  # configs/demo_cub_sizes.yaml, 3 rounds
     python benchmarks/determinism.py --config configs/DEMO.yaml --rounds 2
     python benchmarks/determinism.py --keep runs/determinism -- --seed 3   # flags after -- go to main.py
+    python benchmarks/determinism.py --steps 6                        # the steps, from one state, 6 times
 
 The first run trains alone; the second trains while a busy neighbour (one process per core, spinning)
 competes for the cores, so that a kernel whose summation order follows thread timing shows. Both are
@@ -10,6 +11,12 @@ competes for the cores, so that a kernel whose summation order follows thread ti
 round for round: every loss and metric in metrics.jsonl (not the timings) and the retrieval files.
 Prints "identical" (exit status 0) or the first round and quantity that differ, with both values (exit
 status 1).
+
+With `--steps N`, instead: in this one process (its kernels chosen as a run chooses them), the config's
+training steps (an E-phase and an M-phase of `--iters` iterations on synthetic data of the config's
+sizes) are repeated N times from one saved state, beside a busy neighbour, and every reported loss and
+every variable is compared bit for bit with the first repeat's. A step whose reported losses or
+updates depend on timing shows here within minutes, without two whole runs.
 """
 
 from __future__ import annotations
@@ -79,6 +86,52 @@ def first_difference(a: Path, b: Path) -> str | None:
     return None
 
 
+def repeated_steps(config: str, repeats: int, iters: int, busy: int) -> str | None:
+    """The first repeat (of `repeats`) of an E-phase and an M-phase from one state whose losses or
+    variables differ from the first's, in words; None when all are identical."""
+    sys.path.insert(0, str(ROOT))
+    from zscrgan.config import load_config
+    from zscrgan.tf_start import start_tensorflow
+
+    cfg = load_config("DEMO", config)
+    start_tensorflow(cfg.deterministic)
+    import numpy as np
+
+    from benchmarks.bench_speed import phase_inputs
+    from zscrgan.device import set_determinism
+    from zscrgan.train import Trainer
+
+    set_determinism(cfg.deterministic)
+    _, feats, _, (e_batch, m_batch) = phase_inputs(cfg, iters)
+    trainer = Trainer(cfg, cfg.demo.image_dim, cfg.demo.text_dim)
+    variables = list(trainer.variables)
+    start = [v.numpy() for v in variables]
+    first = None
+    neighbours = busy_neighbour(busy)
+    try:
+        for r in range(repeats):
+            for v, value in zip(variables, start):
+                v.assign(value)
+            trainer.noise.reset_from_seed(cfg.seed + 1)
+            losses = np.concatenate([trainer.e_step(*feats, *e_batch).numpy(), [trainer.m_step(*feats, *m_batch).numpy()]])
+            weights = [v.numpy() for v in variables]
+            if first is None:
+                first = (losses, weights)
+                continue
+            names = ("L_D", "L_G", "R", "L_C", "div", "L_C_M")
+            for name, a, b in zip(names, first[0], losses):
+                if a.tobytes() != b.tobytes():
+                    return f"repeat {r + 1}: {name} differs: {a!r} (first) vs {b!r}"
+            for v, a, b in zip(variables, first[1], weights):
+                if a.tobytes() != b.tobytes():
+                    return f"repeat {r + 1}: variable {v.name} differs"
+    finally:
+        for p in neighbours:
+            p.kill()
+            p.wait()
+    return None
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0],
                                 epilog="Flags after -- are passed to both main.py runs (e.g. -- --seed 3).")
@@ -87,13 +140,23 @@ def main(argv=None) -> int:
     p.add_argument("--busy", type=int, default=os.cpu_count() or 1,
                    help="spinning processes beside the second run (default: one per core, %(default)s)")
     p.add_argument("--keep", metavar="DIR", help="write the runs into DIR and keep them (default: a removed scratch folder)")
+    p.add_argument("--steps", type=int, metavar="N",
+                   help="instead of two runs: repeat the training steps N times from one state in this process")
+    p.add_argument("--iters", type=int, default=20, help="with --steps: iterations of each phase (default: %(default)s)")
     p.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.error("--rounds must be at least 1")
+    if args.steps is not None and (args.steps < 2 or args.iters < 1):
+        p.error("--steps must be at least 2 and --iters at least 1")
     if not (ROOT / args.config).is_file() and not Path(args.config).is_file():
         p.error(f"--config {args.config}: no such file")
     config = str(Path(args.config).resolve()) if Path(args.config).is_file() else str(ROOT / args.config)
+    if args.steps is not None:
+        difference = repeated_steps(config, args.steps, args.iters, args.busy)
+        print(difference or f"identical: {args.steps} repeats of {args.iters} E-step and M-step iterations "
+              f"of {args.config}, every loss and variable")
+        return 1 if difference else 0
     with tempfile.TemporaryDirectory(prefix="determinism-") as scratch:
         base = Path(args.keep) if args.keep else Path(scratch)
         runs = [base / "alone", base / "busy"]

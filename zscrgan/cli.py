@@ -92,11 +92,12 @@ def build_parser(defaults: dict, meanings: dict, prog: str | None = None,
     return p
 
 
-def _run_class():
-    """zscrgan.run.Run, imported (with TensorFlow) only once the arguments are known to be good."""
+def _run_class(cfg):
+    """zscrgan.run.Run, imported (with TensorFlow, its kernels chosen by `cfg.deterministic`) only once
+    the arguments are known to be good."""
     from zscrgan.tf_start import start_tensorflow
 
-    start_tensorflow()
+    start_tensorflow(cfg.deterministic)
     from zscrgan.run import Run
 
     return Run
@@ -109,7 +110,7 @@ def train_one(cfg, run_dir: Path, args, overrides: dict, resume: bool = False, n
     """
     from zscrgan.errors import UserError
 
-    run = _run_class()(cfg, run_dir, Path(args.data_root), Path(args.results_root))
+    run = _run_class(cfg)(cfg, run_dir, Path(args.data_root), Path(args.results_root))
     if resume and not run.resume():
         raise UserError(f"{run_dir}: not a training run folder (no config.yaml)")
     run.start(overrides, args.command, numbered=numbered)
@@ -130,7 +131,7 @@ def train_one(cfg, run_dir: Path, args, overrides: dict, resume: bool = False, n
 
 def evaluate_one(cfg, run_dir: Path, args) -> None:
     """Re-evaluate a run's selected weights (e.g. with more noise draws per query) and print the metrics."""
-    out = _run_class()(cfg, run_dir, Path(args.data_root), Path(args.results_root)).evaluate_best()
+    out = _run_class(cfg)(cfg, run_dir, Path(args.data_root), Path(args.results_root)).evaluate_best()
     k, t = cfg.top_k, out["test"]
     line = (f"round {out['round']} weights, {out['eval_draws']} draw(s) per query | unseen Prec@{k} {t['prec']:.4f} "
             f"mAP@{k} {t['map']:.4f} Top-1 {t['top1']:.4f}")

@@ -15,6 +15,7 @@ import tensorflow as tf
 from tensorflow.python.framework import config as tf_config
 
 from zscrgan.errors import UserError
+from zscrgan.tf_start import ONEDNN, onednn_on
 
 # Raw ops TensorFlow documents as having no deterministic GPU kernel: under op determinism they raise
 # UnimplementedError on a GPU (TensorFlow's determinism RFC, rfcs/20210119-determinism.md, and the
@@ -33,11 +34,23 @@ XLA_DETERMINISTIC = "--xla_gpu_deterministic_ops=true"
 
 
 def describe_device() -> str:
-    """The device TensorFlow computes on, in words."""
+    """The device TensorFlow computes on, in words (on the CPU: with or without oneDNN's kernels)."""
     gpus = tf.config.get_visible_devices("GPU")
     if gpus:
         return f"GPU ({len(gpus)} visible: {', '.join(g.name for g in gpus)})"
-    return f"CPU ({os.cpu_count()} cores; TensorFlow sees no GPU)"
+    kernels = {True: "; oneDNN kernels", False: "; Eigen kernels (oneDNN off)", None: ""}[onednn_on()]
+    return f"CPU ({os.cpu_count()} cores; TensorFlow sees no GPU{kernels})"
+
+
+def kernels_note(deterministic: bool) -> str | None:
+    """One line when a deterministic run computes with oneDNN's CPU kernels (TensorFlow was imported
+    with them, or TF_ENABLE_ONEDNN_OPTS asks for them): at large sizes the same seed may then drift."""
+    if not deterministic or tf.config.get_visible_devices("GPU") or not onednn_on():
+        return None
+    why = (f"{ONEDNN}={os.environ[ONEDNN]} in the environment" if ONEDNN in os.environ
+           else "TensorFlow was imported before zscrgan could choose its kernels")
+    return (f"note: deterministic: true, but TensorFlow computes with its oneDNN kernels ({why}): at large "
+            f"sizes the same seed may not repeat its numbers; start with {ONEDNN}=0 (docs/determinism.md)")
 
 
 def select_device(choice: str) -> str:

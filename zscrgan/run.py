@@ -36,7 +36,7 @@ from zscrgan.data.demo import DemoSpec, ensure_demo
 from zscrgan.data.release import load_dataset
 from zscrgan.data.safe_pickle import dump_pickle
 from zscrgan.data.scaling import scale_modality, scaling_record, unscaled_warning
-from zscrgan.device import describe_device, select_device, set_determinism
+from zscrgan.device import describe_device, kernels_note, select_device, set_determinism
 from zscrgan.errors import UserError, brief
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
 from zscrgan.files import not_a_file, read_json
@@ -518,6 +518,9 @@ class Run:
                  f"text dim {d.text_dim} | {len(d.test.query_labels)} queries, {len(d.test.gallery_labels)} gallery "
                  f"images | chance Prec@{self.cfg.top_k} ~ {chance:.4f}")
         self.log(f"device: {describe_device()} | protocol {self.cfg.protocol} | output {self.run_dir}")
+        note = kernels_note(self.cfg.deterministic)
+        if note:
+            self.log(note)
 
     def train(self, time_budget_min: float | None = None, on_round=None) -> dict:
         """Run rounds until `rounds`, the time budget, Ctrl-C or SIGTERM; returns the summary (also written).

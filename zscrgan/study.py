@@ -38,6 +38,7 @@ from zscrgan.errors import UserError, brief, one_line
 from zscrgan.files import not_a_folder, read_text_file
 from zscrgan.flags import ArgumentParser
 from zscrgan.provenance import SIDE_FILES, holds_run, lock_run_dir, release_run_dir
+from zscrgan.tf_start import choose_kernels
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # keep TensorFlow's start-up chatter out of the log (workers inherit it)
 
@@ -266,10 +267,11 @@ def run_trial(config: dict) -> None:
     lock_run_dir(run_dir)  # held by this worker process until it ends
     (run_dir / ERROR_FILE).unlink(missing_ok=True)
     try:
+        cfg = load_config(spec["dataset"], overrides=overrides)
+        choose_kernels(cfg.deterministic)  # before this worker's first TensorFlow import
         _limit_threads(spec["cpus"])
         from zscrgan.run import Run
 
-        cfg = load_config(spec["dataset"], overrides=overrides)
         with open(run_dir / "console.log", "a", encoding="utf-8") as console:
             def log(line):
                 console.write(line + "\n")

@@ -1,4 +1,11 @@
-"""TensorFlow's start-up without its native start-up noise on stderr.
+"""TensorFlow's start-up: its CPU kernels chosen for the config's `deterministic`, its native noise filtered.
+
+With `deterministic: true` (the default) TensorFlow starts with its oneDNN kernels off
+(TF_ENABLE_ONEDNN_OPTS=0), so it computes with its Eigen kernels: at the released network sizes oneDNN's
+matrix products sum in an order that follows the machine's load, and the same seed then drifts apart
+from round 2 (docs/determinism.md has the measurements). `deterministic: false` leaves TensorFlow's
+default (oneDNN on, on x86). A TF_ENABLE_ONEDNN_OPTS set in the environment always wins. The choice
+takes effect only before TensorFlow is first imported in the process.
 
 Importing TensorFlow and first looking for devices makes its C++ side print lines such as the oneDNN
 notice, "Could not find cuda drivers" and "E0000 ... failed call to cuInit" (which reads like an error
@@ -42,9 +49,32 @@ def filtered_stderr(noise: re.Pattern = NOISE):
             sys.stderr.flush()
 
 
-def start_tensorflow():
-    """Import TensorFlow and find its devices, start-up noise filtered out; returns the module."""
+ONEDNN = "TF_ENABLE_ONEDNN_OPTS"
+
+
+def choose_kernels(deterministic: bool = True) -> None:
+    """Set TF_ENABLE_ONEDNN_OPTS=0 for a deterministic run, unless the environment already sets it or
+    TensorFlow is already imported (then nothing can change; `onednn_on` tells what it uses)."""
+    if deterministic and ONEDNN not in os.environ and "tensorflow" not in sys.modules:
+        os.environ[ONEDNN] = "0"
+
+
+def onednn_on() -> bool | None:
+    """Whether this process's TensorFlow computes with its oneDNN kernels (None: cannot tell)."""
+    if "tensorflow" not in sys.modules:
+        return None
+    try:
+        from tensorflow.python.util import _pywrap_util_port
+    except ImportError:  # a TensorFlow build without the query
+        return None
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def start_tensorflow(deterministic: bool = True):
+    """Import TensorFlow with the kernels `deterministic` asks for (see `choose_kernels`) and find its
+    devices, start-up noise filtered out; returns the module."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's own info and warning lines
+    choose_kernels(deterministic)
     with filtered_stderr():
         import tensorflow as tf
 

@@ -15,7 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from zscrgan import losses
-from zscrgan.methods.base import mean_over_draws
+from zscrgan.methods.base import apply_after, mean_over_draws
 from zscrgan.networks import ZSCRGAN
 from zscrgan.optimizers import AdamTF1, DynamicLossScale, RMSPropTF1
 
@@ -153,18 +153,21 @@ class Trainer(tf.Module):
                                      pivot_coeff=cfg.pivot_coeff)
         return loss, l_c, tf.stack([loss, r, l_c, losses.mean_divergence(div_r, div_w)])
 
-    def _apply(self, tape, updates) -> None:
+    def _apply(self, tape, updates, reported=()) -> None:
         """Apply each (optimizer, loss, variables) of `updates`: the gradients of the losses recorded on
-        `tape`, all taken before any update. Under float16, gradients of loss * scale, applied all or none.
+        `tape`, all taken before any update, and applied once the losses and the `reported` values are
+        computed (`apply_after`). Under float16, gradients of loss * scale, applied all or none.
         """
         if self.loss_scale is None:
             grads = [tape.gradient(loss, variables) for _, loss, variables in updates]
-            for (optimizer, _, _), g in zip(updates, grads):
-                optimizer.apply(g)
+            apply_after([[loss for _, loss, _ in updates], reported],
+                        *((optimizer, g) for (optimizer, _, _), g in zip(updates, grads)))
         else:
             scale = self.loss_scale.scale
-            self.loss_scale.apply([(optimizer, tape.gradient(loss, variables, output_gradients=scale))
-                                   for optimizer, loss, variables in updates])
+            scaled = [(optimizer, tape.gradient(loss, variables, output_gradients=scale))
+                      for optimizer, loss, variables in updates]
+            with tf.control_dependencies(tf.nest.flatten([[loss for _, loss, _ in updates], reported])):
+                self.loss_scale.apply(scaled)
 
     def critic_step(self, images, texts, *rows):
         """One critic update on one batch (`rows`: the four index arrays), its weights clipped in the
@@ -219,7 +222,7 @@ class Trainer(tf.Module):
     def _generator_update_fn(self, x_r, phi_r, x_w, phi_w, eps, z, p_r=None):
         with tf.GradientTape() as tape:
             loss, _, parts = self._generator_side_loss(x_r, phi_r, x_w, phi_w, eps, z, p_r)
-        self._apply(tape, [(self.opt_generator, loss, self.model.generator_side_variables)])
+        self._apply(tape, [(self.opt_generator, loss, self.model.generator_side_variables)], reported=parts)
         return parts
 
     def csem_step(self, images, texts, *rows):
@@ -251,7 +254,7 @@ class Trainer(tf.Module):
         with tf.GradientTape(persistent=True) as tape:
             loss, l_c, parts = self._generator_side_loss(x_r, phi_r, x_w, phi_w, eps, z, p_r)
         self._apply(tape, [(self.opt_generator, loss, self.model.generator_side_variables),
-                           (self.opt_csem, l_c, self.model.csem.trainable_variables)])
+                           (self.opt_csem, l_c, self.model.csem.trainable_variables)], reported=parts)
         del tape
         return parts
 

@@ -92,6 +92,20 @@ class Phases:
             return off_main_thread(fn, *args, stop=self._flag.between_chunks(name, total), **kwargs)
 
 
+def apply_after(reported, *updates) -> None:
+    """Apply each (optimizer, gradients) of `updates` only once every tensor in `reported` (the losses a
+    step returns for the log) is computed.
+
+    Nothing else orders them: a reported loss is no input of the update, so TensorFlow may compute it
+    while, or after, the update rewrites the weights it reads. Measured at the released sizes (a step's
+    losses flipped in their last bit between two runs of one seed, weights identical) and closed by this
+    order: docs/determinism.md.
+    """
+    with tf.control_dependencies([r for r in tf.nest.flatten(reported) if r is not None]):
+        for optimizer, grads in updates:
+            optimizer.apply(grads)
+
+
 def run_steps(step_chunk: Callable[[tf.Tensor], tf.Tensor], total: int, n_losses: int,
               stop: Callable[[int], bool] | None = None, chunk: int = CHUNK_STEPS):
     """`total` optimisation steps as compiled calls of `chunk` steps each: `step_chunk(n)` runs n steps

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from zscrgan.methods._wgan_gp import (EpochWalk, FeatureNorm, GeneratedFeatures, PackedRows, gradient_penalty,
                                       positive, random_subset)
-from zscrgan.methods.base import CHUNK_STEPS, Phases, TrainingData, run_steps
+from zscrgan.methods.base import CHUNK_STEPS, Phases, TrainingData, apply_after, run_steps
 from zscrgan.networks import Dense, leaky
 from zscrgan.optimizers import AdamTF1
 
@@ -117,7 +117,7 @@ class CLSWGAN(GeneratedFeatures):
         x, y = tf.gather(self.rows.images, rows), tf.gather(self.rows.labels, rows)
         with tf.GradientTape() as tape:
             loss = cross_entropy(self.classifier(x), y)
-        self.opt_classifier.apply(tape.gradient(loss, self.classifier.trainable_variables))
+        apply_after(loss, (self.opt_classifier, tape.gradient(loss, self.classifier.trainable_variables)))
         return loss[None]
 
     def _classifier_steps(self, n):
@@ -150,14 +150,14 @@ class CLSWGAN(GeneratedFeatures):
         """One critic update on a batch (generated rows held fixed); returns [L_D, Wasserstein, GP]."""
         with tf.GradientTape() as tape:
             loss, w_dist, gp = self.critic_loss(x, text, fake, alpha)
-        self.opt_critic.apply(tape.gradient(loss, self.critic.trainable_variables))
+        apply_after([loss, w_dist, gp], (self.opt_critic, tape.gradient(loss, self.critic.trainable_variables)))
         return tf.stack([loss, w_dist, gp])
 
     def generator_update(self, y, text, z):
         """One generator update; returns [L_G, cls]."""
         with tf.GradientTape() as tape:
             loss, cls = self.generator_loss(y, text, z)
-        self.opt_generator.apply(tape.gradient(loss, self.generator.trainable_variables))
+        apply_after([loss, cls], (self.opt_generator, tape.gradient(loss, self.generator.trainable_variables)))
         return tf.stack([loss, cls])
 
     def critic_step(self):

@@ -16,7 +16,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from zscrgan.data.draw import PackedClasses
-from zscrgan.methods.base import Method, Phases, TrainingData, run_steps
+from zscrgan.methods.base import Method, Phases, TrainingData, apply_after, run_steps
 from zscrgan.optimizers import RMSPropTorch
 
 
@@ -123,7 +123,7 @@ class DSSJE(Method):
         different); the rate decays after every `epoch_steps` steps. Returns the loss before the step."""
         with tf.GradientTape() as tape:
             loss = symmetric_sje_loss(self.theta(images), self.phi(texts), self.symmetric, self.violations)
-        self.optimizer.apply(tape.gradient(loss, self.weights))
+        apply_after(loss, (self.optimizer, tape.gradient(loss, self.weights)))
         self.steps.assign_add(1)
         # Released schedule: after every epoch (as many steps as training classes) the rate decays.
         if self.steps % epoch_steps == 0:

@@ -19,7 +19,7 @@ import tensorflow as tf
 
 from zscrgan.methods._wgan_gp import (EpochWalk, FeatureNorm, GeneratedFeatures, PackedRows, gradient_penalty,
                                       positive, xavier_stddev)
-from zscrgan.methods.base import Phases, TrainingData, run_steps
+from zscrgan.methods.base import Phases, TrainingData, apply_after, run_steps
 from zscrgan.networks import Dense
 from zscrgan.optimizers import AdamTF1
 
@@ -151,14 +151,14 @@ class GAZSL(GeneratedFeatures):
         """One critic update on a batch (generated rows held fixed); returns [L_D, Wasserstein, GP]."""
         with tf.GradientTape() as tape:
             loss, w_dist, gp = self.critic_loss(x, y, fake, alpha)
-        self.opt_critic.apply(tape.gradient(loss, self.critic.trainable_variables))
+        apply_after([loss, w_dist, gp], (self.opt_critic, tape.gradient(loss, self.critic.trainable_variables)))
         return tf.stack([loss, w_dist, gp])
 
     def generator_update(self, x, y, text, z):
         """One generator update on a batch; returns [L_G, aux_cls, pivot, reg]."""
         with tf.GradientTape() as tape:
             loss, aux, pivot, reg = self.generator_loss(x, y, text, z)
-        self.opt_generator.apply(tape.gradient(loss, self.generator.trainable_variables))
+        apply_after([loss, aux, pivot, reg], (self.opt_generator, tape.gradient(loss, self.generator.trainable_variables)))
         return tf.stack([loss, aux, pivot, reg])
 
     def critic_step(self):

@@ -19,7 +19,7 @@ from __future__ import annotations
 import tensorflow as tf
 
 from zscrgan.data.draw import PackedClasses
-from zscrgan.methods.base import Method, Phases, TrainingData, mean_over_draws, run_steps
+from zscrgan.methods.base import Method, Phases, TrainingData, apply_after, mean_over_draws, run_steps
 from zscrgan.networks import Dense, leaky
 from zscrgan.optimizers import AdamTF1
 
@@ -123,8 +123,7 @@ class SEZSL(Method):
         """One step: the regressor and the encoder + generator, each by its Adam, from the same forward
         pass. Returns the five losses before the step."""
         regressor_grads, vae_grads, named = self.gradients(x, a, eps, z_prior)
-        self.regressor_optimizer.apply(regressor_grads)
-        self.vae_optimizer.apply(vae_grads)
+        apply_after(named, (self.regressor_optimizer, regressor_grads), (self.vae_optimizer, vae_grads))
         return named
 
     def _step(self):
