@@ -210,6 +210,40 @@ def test_a_full_disk_while_logging_leaves_no_half_line_and_one_error(reference, 
     assert (out / "metrics.jsonl").read_bytes() == b""  # cut back to its length before the line
 
 
+def test_a_full_disk_while_checkpointing_is_one_line_without_tensorflows_decorations(reference, tmp_path,
+                                                                                  monkeypatch, capsys):
+    import tensorflow as tf
+
+    from main import main
+
+    _, _, ref_tmp = reference
+
+    def write(self, prefix, options=None):  # as TensorFlow reports a full disk in its SaveV2 op
+        raise tf.errors.ResourceExhaustedError(None, None, (
+            "{{function_node __wrapped__SaveV2_dtypes_12_device_/job:localhost/replica:0/task:0/device:CPU:0}} "
+            f"{prefix}_temp/part-00000-of-00001.data-00000-of-00001.tempstate5; No space left on device [Op:SaveV2]"))
+
+    monkeypatch.setattr(tf.train.Checkpoint, "write", write)
+    out = tmp_path / "run"
+    rc = main(["--data_root", str(ref_tmp / "datasets"), "--results_root", str(tmp_path / "res"),
+               "--output_dir", str(out), "--rounds", "1", *[f"--{k}={v}" for k, v in SMALL.items()]])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1, err
+    assert "cannot write the checkpoint" in err[0] and err[0].endswith("No space left on device"), err
+    assert "function_node" not in err[0] and "[Op:" not in err[0]
+    assert not list((out / "checkpoints").glob(".*"))  # no staging folder left
+
+
+def test_tensorflow_messages_lose_their_decorations_and_keep_their_end():
+    from zscrgan.errors import MAX_SHOWN, tf_message
+
+    assert tf_message("{{function_node __wrapped__SaveV2_dtypes_3}} /a/b; No space left on device [Op:SaveV2] name: x") \
+        == "/a/b; No space left on device"
+    long = tf_message("{{function_node f}} /" + "d/" * 300 + "ckpt; No space left on device [Op:SaveV2]")
+    assert len(long) == MAX_SHOWN and long.startswith("...") and long.endswith("; No space left on device")
+    assert tf_message("plain\nmessage") == "plain message"
+
+
 def test_a_failing_clean_up_does_not_hide_the_error_that_stopped_a_write(tmp_path, monkeypatch):
     import errno
 

@@ -115,6 +115,7 @@ def bad_input(problem: str, dim: int):
     return {
         "wrong dimension": (np.ones((4, dim + 1), np.float32), f"rows of dimension {dim + 1}, but the run's model takes {dim}-d"),
         "NaN": (np.full((4, dim), np.nan, np.float32), "NaN or infinite values"),
+        "beyond float32": (np.full((4, dim), 1e300), "NaN or infinite values"),
         "not 2-D": (np.ones(dim, np.float32), "must be a 2-D array"),
         "not float": (np.ones((4, dim), np.int64), "must hold floating-point numbers, got int64"),
         "no rows": (np.ones((0, dim), np.float32), "has no rows"),
@@ -123,7 +124,9 @@ def bad_input(problem: str, dim: int):
     }[problem]
 
 
-@pytest.mark.parametrize("problem", ["wrong dimension", "NaN", "not 2-D", "not float", "no rows", "objects", "not npy"])
+@pytest.mark.filterwarnings("error::RuntimeWarning")  # one line, no warning printed before it
+@pytest.mark.parametrize("problem", ["wrong dimension", "NaN", "beyond float32", "not 2-D", "not float", "no rows",
+                                     "objects", "not npy"])
 @pytest.mark.parametrize("which, dim", [("queries", 64), ("gallery", 256)])
 def test_bad_npy_input_is_one_line_and_exit_status_2(trained, problem, which, dim, capsys):
     tmp, _ = trained
@@ -136,6 +139,22 @@ def test_bad_npy_input_is_one_line_and_exit_status_2(trained, problem, which, di
     assert cli(tmp, **{which: bad.name}) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and err.startswith(f"error: {bad}: ") and message in err, err
+
+
+def test_a_full_disk_while_writing_out_is_one_line_and_leaves_no_file(trained, monkeypatch, capsys):
+    import errno
+    import os
+
+    tmp, _ = trained
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    assert cli(tmp, out="full.npz") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [f"error: {tmp / 'full.npz'}: cannot write: No space left on device"], err
+    assert not list(tmp.glob("*full.npz*"))  # no file, no temporary
 
 
 # --- a saved gallery index, one query vector, bad shapes through the Python API, the rows file -----------

@@ -1,5 +1,6 @@
 """The one exception type that the command line turns into a single clear line and a non-zero exit."""
 
+import re
 import reprlib
 
 # Longest value an error message shows: a message never hangs or floods on a huge or self-similar value.
@@ -44,3 +45,19 @@ def one_line(message: str, limit: int = 2000) -> str:
     """An error message as the command line prints it: one line, at most `limit` characters."""
     text = " ".join(str(message).splitlines())
     return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+_TF_NOISE = (re.compile(r"\{\{function_node [^}]*\}\}\s*"), re.compile(r"\s*\[Op:[^\]]*\](\s*name:\s*\S*)?"))
+
+
+def tf_message(err) -> str:
+    """A TensorFlow error's message without TensorFlow's own decorations (the `{{function_node ...}}`
+    prefix naming the op's wrapped function, the `[Op:SaveV2]` suffix), on one line of at most MAX_SHOWN
+    characters (a longer one keeps its end, where the problem is):
+    what is left names the file and the problem, e.g. "...ckpt_temp/part-00000...; No space left on device"."""
+    text = " ".join(str(getattr(err, "message", err)).split())
+    for pattern in _TF_NOISE:
+        text = pattern.sub("", text)
+    text = text.strip() or type(err).__name__
+    # The problem comes last ("...; No space left on device"): a long message keeps its end.
+    return text if len(text) <= MAX_SHOWN else "..." + text[-(MAX_SHOWN - 3):]

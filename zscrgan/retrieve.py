@@ -179,7 +179,8 @@ def load_run(run_dir, data_root="datasets") -> Retriever:
 def _rows(x, dim: int, what: str, kind: str) -> np.ndarray:
     """`x` as float32 rows [n, dim] (one vector [dim] is n = 1); one UserError naming `what` otherwise."""
     try:
-        x = np.asarray(x, np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused by the callers' checks
+            x = np.asarray(x, np.float32)
     except (TypeError, ValueError) as e:
         raise UserError(f"{what}: not an array of numbers ({e})") from None
     if x.ndim == 1:
@@ -302,7 +303,8 @@ def main(argv=None) -> int:
         retriever = load_run(args.run_dir, args.data_root)
         if args.queries:
             _check_dim(queries, args.queries, retriever.text_dim, "text vectors")
-            queries = np.asarray(queries, np.float32)
+            with np.errstate(over="ignore", invalid="ignore"):  # values beyond float32 are refused just below
+                queries = np.asarray(queries, np.float32)
             bad = np.flatnonzero(~np.isfinite(queries).all(axis=1))
             if bad.size:
                 raise UserError(f"{args.queries}: NaN or infinite values in {bad.size} rows, the first row {bad[0]}")
@@ -323,8 +325,11 @@ def main(argv=None) -> int:
         found = {"indices": indices, "scores": scores}
         if index:
             found["ids"] = np.asarray(index.ids)[indices]
-        with atomic_file(Path(args.out), "wb") as f:
-            np.savez(f, **found)
+        try:
+            with atomic_file(Path(args.out), "wb") as f:
+                np.savez(f, **found)
+        except OSError as e:  # a full disk, a folder that went away: nothing is left behind
+            raise UserError(f"{args.out}: cannot write: {e.strerror or e}") from None
     except UserError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -37,7 +37,7 @@ from zscrgan.data.release import load_dataset
 from zscrgan.data.safe_pickle import dump_pickle
 from zscrgan.data.scaling import scale_modality, scaling_record, unscaled_warning
 from zscrgan.device import describe_device, kernels_note, select_device, set_determinism
-from zscrgan.errors import UserError, brief
+from zscrgan.errors import UserError, brief, tf_message
 from zscrgan.evaluate import RetrievalSet, evaluate, retrieval_records
 from zscrgan.files import not_a_file, read_json
 from zscrgan.methods import build_method
@@ -69,7 +69,7 @@ def save_checkpoint(checkpoint: tf.train.Checkpoint, folder: Path, extra: dict) 
             checkpoint.write(str(staging / "ckpt"))
             (staging / "state.json").write_text(json.dumps(extra, indent=1), encoding="utf-8")
     except tf.errors.OpError as err:  # TensorFlow's own file errors (a full disk, a read-only folder)
-        raise UserError(f"{folder}: cannot write the checkpoint: {brief(err.message)}") from None
+        raise UserError(f"{folder}: cannot write the checkpoint: {tf_message(err)}") from None
 
 
 def read_state(folder: Path) -> dict:
@@ -444,7 +444,7 @@ class Run:
                             tf.summary.scalar(f"{group}/{name}", value)
             self._tb.flush()
         except tf.errors.OpError as err:  # TensorFlow's own file errors (a full disk, a read-only folder)
-            raise UserError(f"{self.run_dir / 'tb'}: cannot write TensorBoard events: {brief(err.message)}") from None
+            raise UserError(f"{self.run_dir / 'tb'}: cannot write TensorBoard events: {tf_message(err)}") from None
 
     def _evaluate_round(self, losses: dict, seconds_train: float) -> dict:
         cfg = self.cfg

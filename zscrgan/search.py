@@ -83,7 +83,8 @@ def unit_chunks(gallery, embed: Callable | None = None, chunk_rows: int = GALLER
     chunk_rows = max(1, min(chunk_rows, n_gallery))
     for start in range(0, n_gallery, chunk_rows):
         stop = min(start + chunk_rows, n_gallery)
-        rows = np.asarray(gallery[start:stop], dtype=np.float32)
+        with np.errstate(over="ignore", invalid="ignore"):  # beyond float32: inf, refused below by name
+            rows = np.asarray(gallery[start:stop], dtype=np.float32)
         if stop - start < chunk_rows:
             rows = np.concatenate([rows, np.zeros((chunk_rows - len(rows), rows.shape[1]), np.float32)])
         rows = tf.convert_to_tensor(rows)
