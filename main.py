@@ -9,7 +9,8 @@ The command line lives in zscrgan/cli.py (installed as the `zscrgan` command by 
 
 import sys
 
+from zscrgan.cli import exit_status
 from zscrgan.cli import train_main as main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(exit_status(main()))

@@ -2,6 +2,6 @@
 
 import sys
 
-from zscrgan.cli import main
+from zscrgan.cli import console
 
-sys.exit(main())
+sys.exit(console())

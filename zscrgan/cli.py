@@ -419,5 +419,18 @@ def main(argv=None) -> int:
     return entry([*prefix, *rest])
 
 
+def exit_status(status: int) -> int:
+    """`status`, for a command-line entry point to exit with; after a Ctrl-C or SIGTERM that left a phase's
+    compiled call running (see `zscrgan.methods.base.off_main_thread`), the process ends here at once,
+    every file already written, instead of waiting for that call on its way out."""
+    base = sys.modules.get("zscrgan.methods.base")
+    return base.exit_leaving_workers(status) if base is not None else status
+
+
+def console() -> int:
+    """The installed `zscrgan` command."""
+    return exit_status(main())
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(console())

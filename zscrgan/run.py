@@ -193,10 +193,14 @@ class StopFlag:
 
     SIGNALS = {signal.SIGINT: "Ctrl-C", signal.SIGTERM: "SIGTERM"}
 
+    # How long a stop waits for the compiled call in flight before the run stops without it.
+    GRACE_S = 1.0
+
     def __init__(self):
         self.requested = False
         self.cause = ""
         self.where = ""
+        self.signalled_at: float | None = None  # when a signal (not a caller) asked to stop
         self._previous: dict = {}
 
     def __enter__(self):
@@ -205,6 +209,7 @@ class StopFlag:
 
         def handler(signum, frame):
             self.requested, self.cause = True, self.SIGNALS[signum]
+            self.signalled_at = time.monotonic()
             for number in self.SIGNALS:
                 signal.signal(number, signal.SIG_DFL)
             again = "press Ctrl-C again" if signum == signal.SIGINT else "a second SIGTERM or Ctrl-C"
@@ -220,6 +225,14 @@ class StopFlag:
         for number, previous in self._previous.items():
             signal.signal(number, previous)
         return False
+
+    def given_up(self, phase: str) -> bool:
+        """Whether to stop waiting for `phase`'s compiled call in flight: a signal asked to stop more than
+        GRACE_S ago (the first call of a phase compiles, which can take many seconds). Notes where."""
+        if self.signalled_at is None or time.monotonic() - self.signalled_at < self.GRACE_S:
+            return False
+        self.where = f"the {phase}, its compiled call in flight left unfinished"
+        return True
 
     def between_chunks(self, phase: str, total: int):
         """A `stop` callback for a chunked phase: True once a stop was requested, noting how far it got."""

@@ -11,6 +11,8 @@ from `checkpoint_objects()` (weights, optimiser slots, random-generator states) 
 
 from __future__ import annotations
 
+import os
+import sys
 import threading
 from dataclasses import dataclass
 from typing import Callable
@@ -47,12 +49,21 @@ class TrainingData:
         return images, image_labels, texts, text_labels
 
 
-def off_main_thread(fn, *args, **kwargs):
+# Phase workers the main thread stopped waiting for (`off_main_thread`'s `give_up`): a process that
+# leaves them running ends without waiting for them (`exit_leaving_workers`).
+LEFT_RUNNING: list[threading.Thread] = []
+
+
+def off_main_thread(fn, *args, give_up: Callable[[], bool] | None = None, **kwargs):
     """`fn(*args, **kwargs)` in a worker thread while the main thread waits for it.
 
     Python runs a signal handler only in the main thread and only between bytecodes, so a Ctrl-C
     handler would wait for a whole compiled call; a waiting main thread runs it at once. The worker's
-    result or exception is handed back unchanged. Off the main thread (a Ray Tune trial) `fn` runs in place.
+    result or exception is handed back unchanged. Once `give_up()` is true (a stop was asked for and the
+    compiled call in flight, e.g. the first one, which compiles, has not ended within a grace period),
+    the main thread stops waiting and returns None, the phase's "stopped" (the round in flight is
+    dropped: nothing the worker computes is kept), leaving the worker in LEFT_RUNNING. Off the main
+    thread (a Ray Tune trial) `fn` runs in place.
     """
     if threading.current_thread() is not threading.main_thread():
         return fn(*args, **kwargs)
@@ -68,6 +79,9 @@ def off_main_thread(fn, *args, **kwargs):
     worker.start()
     while worker.is_alive():
         worker.join(0.1)
+        if give_up is not None and worker.is_alive() and give_up():
+            LEFT_RUNNING.append(worker)
+            return None
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
@@ -88,8 +102,21 @@ class Phases:
     def run(self, name: str, total: int, fn: Callable, *args, **kwargs):
         """`fn(*args, stop=..., **kwargs)`: a phase of `total` iterations called `name` in messages.
         Returns what `fn` returns (None by convention when the stop callback ended it)."""
+        give_up = getattr(self._flag, "given_up", None)
         with run_deterministic(self._deterministic):
-            return off_main_thread(fn, *args, stop=self._flag.between_chunks(name, total), **kwargs)
+            return off_main_thread(fn, *args, stop=self._flag.between_chunks(name, total),
+                                   give_up=give_up and (lambda: give_up(name)), **kwargs)
+
+
+def exit_leaving_workers(status: int) -> int:
+    """End the process now with `status` if a phase worker was left running (after a Ctrl-C or SIGTERM,
+    once every file is written), so that exit does not wait for its compiled call; else return `status`.
+    For command-line entry points only: it never returns when it ends the process."""
+    if any(worker.is_alive() for worker in LEFT_RUNNING):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(status)
+    return status
 
 
 def apply_after(reported, *updates) -> None:
