@@ -330,7 +330,8 @@ def test_critic_step_scores_the_generated_rows(packed, batch):
     expected_loss, grads = ref.critic_side(w, g_r, x_r, x_w, phi_r)
     _, without_fake = ref.critic_side(w, np.zeros_like(g_r), x_r, x_w, phi_r)
     loss = float(trainer.critic_step(packed.images, packed.texts, *_rows(packed, *BATCHES[batch])))
-    assert loss == pytest.approx(expected_loss, rel=1e-5)
+    # L_D is a difference of mean scores: float32 rounding of the scores bounds its error, not its size.
+    assert loss == pytest.approx(expected_loss, rel=1e-5, abs=1e-6)
     expected = {k: ref.rmsprop_tf1(w[k], g, cfg.discriminator_lr) for k, g in grads.items()}
     critic_vars = _variables(trainer, "critic")
     _assert_moved_as(critic_vars, w, expected)
