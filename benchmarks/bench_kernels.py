@@ -72,11 +72,12 @@ def main(argv=None) -> int:
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.iters < 1 or args.repeats < 1:
-        p.error("--iters and --repeats must be at least 1")
+        p.exit(2, "error: --iters and --repeats must be at least 1\n")
     if args.child:
         print(json.dumps(child(args.config, args.iters)))
         return 0
 
+    from benchmarks.output import print_json
     from zscrgan.config import load_config
 
     cfg = load_config("DEMO", args.config)
@@ -100,10 +101,7 @@ def main(argv=None) -> int:
                for ph in scale},
             "round": round(per_round["oneDNN off"] / per_round["oneDNN on"], 3)},
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
+    print_json(result, args.json)
     return 0
 
 

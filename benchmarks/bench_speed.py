@@ -28,7 +28,6 @@ that compiles it, interleaved and repeated; seconds per round and each over ZSCR
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import os
 import platform
@@ -51,6 +50,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 from easydict import EasyDict  # noqa: E402
 
+from benchmarks.output import print_json  # noqa: E402
 from benchmarks.released_standin import ReleasedStandIn  # noqa: E402
 from benchmarks.roofline import MatMul, live_matmuls, step_seconds, update_bytes  # noqa: E402
 from zscrgan.config import CHOICES, CONFIG_DIR, load_config  # noqa: E402
@@ -279,10 +279,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.methods:
         result = method_rounds(args.config, args.methods, args.repeats)
-        text = json.dumps(result, indent=1)
-        print(text)
-        if args.json:
-            args.json.write_text(text)
+        print_json(result, args.json)
         return 0
 
     cfg = load_config("DEMO", args.config)
@@ -365,10 +362,7 @@ def main(argv=None) -> int:
         "variant_over_ours": {name: {"e_step": round(t[f"{name}_e"] / t["ours_e"], 3),
                                      "m_step": round(t[f"{name}_m"] / t["ours_m"], 3)} for name in others},
     }
-    text = json.dumps(result, indent=1)
-    print(text)
-    if args.json:
-        args.json.write_text(text)
+    print_json(result, args.json)
     return 0
 
 

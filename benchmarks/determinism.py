@@ -146,11 +146,11 @@ def main(argv=None) -> int:
     p.add_argument("extra", nargs="*", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.rounds < 1:
-        p.error("--rounds must be at least 1")
+        p.exit(2, "error: --rounds must be at least 1\n")
     if args.steps is not None and (args.steps < 2 or args.iters < 1):
-        p.error("--steps must be at least 2 and --iters at least 1")
+        p.exit(2, "error: --steps must be at least 2 and --iters at least 1\n")
     if not (ROOT / args.config).is_file() and not Path(args.config).is_file():
-        p.error(f"--config {args.config}: no such file")
+        p.exit(2, f"error: --config {args.config}: no such file\n")
     config = str(Path(args.config).resolve()) if Path(args.config).is_file() else str(ROOT / args.config)
     if args.steps is not None:
         difference = repeated_steps(config, args.steps, args.iters, args.busy)
@@ -161,7 +161,7 @@ def main(argv=None) -> int:
         base = Path(args.keep) if args.keep else Path(scratch)
         runs = [base / "alone", base / "busy"]
         if any(r.exists() for r in runs):
-            p.error(f"--keep {args.keep}: holds runs already; give an empty or new folder")
+            p.exit(2, f"error: --keep {args.keep}: holds runs already; give an empty or new folder\n")
         for run_dir, busy in zip(runs, (0, args.busy)):
             train(run_dir, base / "datasets", config, args.rounds, args.extra, busy)
         difference = first_difference(*runs)
