@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import tensorflow as tf
 import yaml
 
 from benchmarks import determinism
@@ -58,3 +59,26 @@ def test_the_comparison_names_the_first_round_and_quantity_that_differ(tmp_path)
     assert determinism.first_difference(tmp_path / "a", tmp_path / "c") is None
     assert determinism.first_difference(tmp_path / "a", tmp_path / "b") == \
         "round 2: test.prec differs: 0.5 (alone) vs 0.5000001 (busy neighbour)"
+
+
+@pytest.mark.parametrize("deterministic", [True, False])
+def test_deterministic_steps_write_no_variable_in_place_from_xla(deterministic):
+    """Updates written in place into the variables' buffers (the XLA-compiled RMSProp update, or
+    TensorFlow's RMSProp kernel) were the last timing-dependent piece at the released sizes: a
+    deterministic run's compiled updates return new values that are assigned afterwards;
+    `deterministic: false` keeps the in-place update."""
+    from easydict import EasyDict
+
+    from benchmarks.bench_speed import phase_inputs
+    from zscrgan.config import load_config
+    from zscrgan.device import xla_variable_writes
+    from zscrgan.train import Trainer
+
+    cfg = EasyDict(load_config("DEMO"), deterministic=deterministic)
+    _, feats, _, (e_batch, m_batch) = phase_inputs(cfg, 1)
+    trainer = Trainer(cfg, cfg.demo.image_dim, cfg.demo.text_dim)
+    writes = {}
+    for chunk, batch, totals in ((trainer._e_step_chunk, e_batch, tf.zeros([5])),
+                                 (trainer._m_step_chunk, m_batch, tf.constant(0.0))):
+        writes.update(xla_variable_writes(chunk.get_concrete_function(*feats, *batch, totals)))
+    assert (writes == {}) == deterministic, writes

@@ -60,9 +60,10 @@ def _assert_updates_close(got, expected):
         np.testing.assert_allclose(g - W0, e - W0, rtol=1e-4, atol=1e-7)
 
 
-def test_rmsprop_tf1_first_three_steps():
+@pytest.mark.parametrize("in_place", [False, True])
+def test_rmsprop_tf1_first_three_steps(in_place):
     lr = 0.01
-    got, _, _ = _run(RMSPropTF1, 3, learning_rate=lr)
+    got, _, _ = _run(RMSPropTF1, 3, learning_rate=lr, in_place=in_place)
     _assert_updates_close(got, _np_rmsprop_tf1(lr, 3))
 
 
@@ -92,9 +93,10 @@ def test_rmsprop_accumulator_starting_at_one_makes_first_steps_smaller_than_kera
     assert keras_step[0, 2] / tf1_step[0, 2] > 3.0
 
 
-def test_rmsprop_respects_its_hyperparameters():
+@pytest.mark.parametrize("in_place", [False, True])
+def test_rmsprop_respects_its_hyperparameters(in_place):
     lr, rho = 0.05, 0.5
-    got, _, _ = _run(RMSPropTF1, 2, learning_rate=lr, rho=rho, initial_accumulator=2.0)
+    got, _, _ = _run(RMSPropTF1, 2, learning_rate=lr, rho=rho, initial_accumulator=2.0, in_place=in_place)
     w, ms = W0.copy(), np.full_like(W0, 2.0)
     for g, wg in zip(GRADS[:2], got):
         ms = rho * ms + (1 - rho) * g ** 2
@@ -161,3 +163,36 @@ def test_rmsprop_epsilon_is_inside_the_square_root():
     inside, outside = lr * g / np.sqrt(ms + eps), lr * g / (np.sqrt(ms) + eps)
     assert outside / inside > 2.0
     assert -float(w.numpy()[0]) == pytest.approx(inside, rel=1e-5)
+
+
+def test_rmsprop_in_place_or_not_computes_the_same_bits_clipping_included():
+    """The compiled pass assigned afterwards (in_place=False) or writing the variables in place
+    (in_place=True): the same arithmetic, bit for bit, over several steps of a clipped critic-like update."""
+    rng = np.random.default_rng(0)
+    w0 = rng.uniform(-0.012, 0.012, (64, 33)).astype(np.float32)  # some weights start beyond the clip
+    grads = [(rng.standard_normal((64, 33)) * 10.0 ** rng.integers(-4, 1)).astype(np.float32) for _ in range(5)]
+    out = {}
+    for in_place in (False, True):
+        w = tf.Variable(w0)
+        opt = RMSPropTF1([w], learning_rate=2e-4, clip=0.01, in_place=in_place)
+        for g in grads:
+            opt.apply([tf.constant(g)])
+        out[in_place] = (w.numpy(), opt.ms[0].numpy())
+    assert np.abs(out[False][0]).max() <= 0.01
+    np.testing.assert_array_equal(out[False][0], out[True][0])
+    np.testing.assert_array_equal(out[False][1], out[True][1])
+    assert not np.array_equal(out[False][0], w0)
+
+
+@pytest.mark.parametrize("write_in_place, read_in_place", [(True, False), (False, True)])
+def test_rmsprop_checkpoints_move_between_the_two_updates(tmp_path, write_in_place, read_in_place):
+    """Both updates keep the same state (the mean squares), so a run of either resumes one of the other."""
+    _, opt, w = _run(RMSPropTF1, 2, learning_rate=0.01, in_place=write_in_place)
+    path = tf.train.Checkpoint(w=w, opt=opt).write(str(tmp_path / "ckpt"))
+    w2 = tf.Variable(np.zeros_like(W0, np.float32))
+    opt2 = RMSPropTF1([w2], learning_rate=0.01, in_place=read_in_place)
+    tf.train.Checkpoint(w=w2, opt=opt2).read(path).assert_consumed()
+    g3 = tf.constant(GRADS[2].astype(np.float32))
+    opt.apply([g3])
+    opt2.apply([g3])
+    np.testing.assert_array_equal(w2.numpy(), w.numpy())

@@ -40,11 +40,12 @@ def _slots(trainer):
     return trainer.opt_generator.ms + trainer.opt_critic.ms + trainer.opt_csem.m + trainer.opt_csem.v
 
 
-def test_fused_clipping_equals_tf_rmsprop_kernel_then_clip_within_rounding():
+@pytest.mark.parametrize("in_place", [True, False])
+def test_our_rmsprop_updates_equal_tf_rmsprop_kernel_then_clip_within_rounding(in_place):
     r = np.random.default_rng(0)
     w0 = (r.standard_normal((30, 20)) * 0.02).astype(np.float32)
     fused = tf.Variable(w0)
-    opt = RMSPropTF1([fused], 2e-4, clip=0.01)
+    opt = RMSPropTF1([fused], 2e-4, clip=0.01, in_place=in_place)
     w, ms, mom = tf.Variable(w0), tf.Variable(tf.ones_like(w0)), tf.Variable(tf.zeros_like(w0))
     for scale in (1e-3, 1.0, 30.0):  # gradients small, unit and large against the accumulator
         g = tf.constant((r.standard_normal(w0.shape) * scale).astype(np.float32))

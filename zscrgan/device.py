@@ -42,10 +42,17 @@ def describe_device() -> str:
     return f"CPU ({os.cpu_count()} cores; TensorFlow sees no GPU{kernels})"
 
 
-def kernels_note(deterministic: bool) -> str | None:
+def kernels_note(deterministic: bool, jit_compile: bool = False) -> str | None:
     """One line when a deterministic run computes with oneDNN's CPU kernels (TensorFlow was imported
-    with them, or TF_ENABLE_ONEDNN_OPTS asks for them): at large sizes the same seed may then drift."""
-    if not deterministic or tf.config.get_visible_devices("GPU") or not onednn_on():
+    with them, or TF_ENABLE_ONEDNN_OPTS asks for them) or has XLA compile its steps on the CPU: at large
+    sizes the same seed may then drift."""
+    if not deterministic or tf.config.get_visible_devices("GPU"):
+        return None
+    if jit_compile:
+        return ("note: deterministic: true, but jit_compile: true: XLA's compiled steps are not bit-reproducible "
+                "on a CPU with more than one thread, so the same seed may not repeat its numbers "
+                "(docs/determinism.md)")
+    if not onednn_on():
         return None
     why = (f"{ONEDNN}={os.environ[ONEDNN]} in the environment" if ONEDNN in os.environ
            else "TensorFlow was imported before zscrgan could choose its kernels")
@@ -92,6 +99,22 @@ def run_deterministic(enabled: bool):
         first = e.message.strip().splitlines()[0] if e.message.strip() else type(e).__name__
         raise UserError(f"deterministic: {first}. No deterministic kernel for this op on {describe_device()}; "
                         "set deterministic: false (--deterministic false) to run without op determinism") from None
+
+
+VARIABLE_WRITES = frozenset({"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"})
+
+
+def xla_variable_writes(concrete_function) -> dict[str, set[str]]:
+    """The functions a traced function's graph has XLA compile (jit_compile=True) that write a variable,
+    by name, with the writing op types: XLA writes those variables' buffers in place."""
+    library = concrete_function.graph.as_graph_def().library.function
+    out = {}
+    for f in library:
+        if f.attr["_XlaMustCompile"].b:
+            writes = {n.op for n in f.node_def if n.op in VARIABLE_WRITES or n.op.startswith("ResourceApply")}
+            if writes:
+                out[f.signature.name] = writes
+    return out
 
 
 def op_types(concrete_function) -> set[str]:

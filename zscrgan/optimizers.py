@@ -17,32 +17,53 @@ class RMSPropTF1(tf.Module):
     """ms = rho ms + (1 - rho) g^2;  w -= lr g / sqrt(ms + epsilon), with ms starting at 1.0 (momentum 0).
 
     `clip`, if given, then clips the weights to [-clip, clip] (the WGAN critic's weight clipping).
-    The update is one XLA-compiled pass over each variable: it reads weight, mean square and
-    gradient and writes weight and mean square, with the clipping folded in. TensorFlow's own RMSProp
-    kernel makes three passes and keeps a momentum buffer besides, and clipping after it two more
-    (about twice the memory traffic; see benchmarks/). The arithmetic is that kernel's.
+    The arithmetic is one XLA-compiled pass over each variable that reads weight, mean square and
+    gradient, the clipping folded in; TensorFlow's own RMSProp kernel makes three passes and keeps a
+    momentum buffer besides, and clipping after it two more (about twice the memory traffic; see
+    benchmarks/). The new values reach the variables in one of two ways (`in_place`):
+    - False: the compiled pass returns new tensors, which then become the mean squares and the weights
+      (no buffer a variable holds is written). The default of deterministic runs: measured at the
+      released sizes, runs of one seed repeat their numbers bit for bit with it.
+    - True: the compiled pass writes the variables' buffers in place. Measured at the released sizes,
+      runs of one seed with it (as with TensorFlow's RMSProp kernel, also in place) differed in the
+      last bits of a few of the text encoder's weights or mean squares at a random step, and from
+      there on (docs/determinism.md). Used under `deterministic: false`.
     """
 
     def __init__(self, variables: Sequence[tf.Variable], learning_rate: float, rho: float = 0.9,
                  epsilon: float = 1e-10, initial_accumulator: float = 1.0, clip: float | None = None,
-                 name: str = "rmsprop"):
+                 in_place: bool = False, name: str = "rmsprop"):
         super().__init__(name=name)
         self._targets = list(variables)
         self.learning_rate, self.rho, self.epsilon, self.clip = learning_rate, rho, epsilon, clip
+        self.in_place = in_place
         self.ms = [tf.Variable(tf.fill(v.shape, initial_accumulator), trainable=False, name="ms")
                    for v in self._targets]
-        self._update = tf.function(self._apply, jit_compile=True)
+        self._new_values = tf.function(self._compute, jit_compile=True)
+        self._update = tf.function(self._apply_in_place, jit_compile=True) if in_place else self._assign
 
     def apply(self, grads: Sequence[tf.Tensor]) -> None:
         self._update(list(grads))
 
-    def _apply(self, grads):
+    def _compute(self, grads):
+        """[(new mean square, new weight)] for each variable; reads the variables, writes none."""
         decay = 1.0 - tf.constant(self.rho)  # in float32, as TF1's kernel computes it
+        out = []
         for g, v, ms in zip(grads, self._targets, self.ms):
             ms_new = ms + (tf.square(g) - ms) * decay
-            ms.assign(ms_new)
             w = v - (g * self.learning_rate) / tf.sqrt(ms_new + self.epsilon)
-            v.assign(w if self.clip is None else tf.clip_by_value(w, -self.clip, self.clip))
+            out.append((ms_new, w if self.clip is None else tf.clip_by_value(w, -self.clip, self.clip)))
+        return out
+
+    def _assign(self, grads):
+        for (ms_new, w), v, ms in zip(self._new_values(grads), self._targets, self.ms):
+            ms.assign(ms_new)
+            v.assign(w)
+
+    def _apply_in_place(self, grads):
+        for (ms_new, w), v, ms in zip(self._compute(grads), self._targets, self.ms):
+            ms.assign(ms_new)
+            v.assign(w)
 
 
 class AdamTF1(tf.Module):

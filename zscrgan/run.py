@@ -531,7 +531,7 @@ class Run:
                  f"text dim {d.text_dim} | {len(d.test.query_labels)} queries, {len(d.test.gallery_labels)} gallery "
                  f"images | chance Prec@{self.cfg.top_k} ~ {chance:.4f}")
         self.log(f"device: {describe_device()} | protocol {self.cfg.protocol} | output {self.run_dir}")
-        note = kernels_note(self.cfg.deterministic)
+        note = kernels_note(self.cfg.deterministic, bool(self.cfg.get("jit_compile", False)))
         if note:
             self.log(note)
 

@@ -73,9 +73,12 @@ class Trainer(tf.Module):
         self.noise = tf.random.Generator.from_seed(cfg.seed + 1)
         # The visual pivots (PackedFeatures.class_means), set by the method when pivot_coeff > 0.
         self.pivots = None
-        self.opt_generator = RMSPropTF1(self.model.generator_side_variables, cfg.generator_lr, name="opt_generator")
+        # Updates written in place into the variables' buffers do not repeat their bits (optimizers.py).
+        in_place = not cfg.deterministic
+        self.opt_generator = RMSPropTF1(self.model.generator_side_variables, cfg.generator_lr, in_place=in_place,
+                                        name="opt_generator")
         self.opt_critic = RMSPropTF1(self.model.critic.trainable_variables, cfg.discriminator_lr,
-                                     clip=cfg.clip_val, name="opt_critic")
+                                     clip=cfg.clip_val, in_place=in_place, name="opt_critic")
         self.opt_csem = AdamTF1(self.model.csem.trainable_variables, cfg.CSEM_lr, name="opt_csem")
         self.loss_scale = DynamicLossScale() if cfg.precision == "mixed_float16" else None
         self._train_critic = cfg.adv_coeff > 0
