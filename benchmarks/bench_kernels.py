@@ -1,6 +1,6 @@
 """What determinism costs on the CPU: a round as `deterministic: true` computes it (TensorFlow's Eigen
-kernels, oneDNN off; the RMSProp updates as TensorFlow ops that write no variable in place) against
-the same round as `deterministic: false` computes it (oneDNN's kernels; the XLA-fused RMSProp update),
+kernels, oneDNN off; the compiled RMSProp pass returning new values, then assigned) against
+the same round as `deterministic: false` computes it (oneDNN's kernels; the RMSProp pass in place),
 in one run.
 
     python benchmarks/bench_kernels.py                       # CUB sizes (configs/demo_cub_sizes.yaml)
@@ -107,7 +107,7 @@ def main(argv=None) -> int:
     result = {
         "machine": machines[true], "kernels_seen": {n: m["onednn"] for n, m in machines.items()},
         "compared": "oneDNN off and on, the config's update in both" if args.only_kernels
-        else "deterministic true (Eigen kernels, RMSProp as TensorFlow ops) and false (oneDNN, XLA-fused RMSProp)",
+        else "deterministic true (Eigen kernels, RMSProp pass assigned afterwards) and false (oneDNN, RMSProp pass in place)",
         "iters": args.iters, "repeats": args.repeats,
         "seconds_per_round": {n: round(v, 2) for n, v in per_round.items()},
         "phase_seconds_median": {n: {ph: round(statistics.median(t[ph]), 3) for ph in t} for n, t in times.items()},
