@@ -4,6 +4,7 @@
     python benchmarks/determinism.py --config configs/DEMO.yaml --rounds 2
     python benchmarks/determinism.py --keep runs/determinism -- --seed 3   # flags after -- go to main.py
     python benchmarks/determinism.py --steps 6                        # the steps, from one state, 6 times
+    python benchmarks/determinism.py --runs 4                         # one run alone, three beside the neighbour
 
 The first run trains alone; the second trains while a busy neighbour (one process per core, spinning)
 competes for the cores, so that a kernel whose summation order follows thread timing shows. Both are
@@ -139,6 +140,10 @@ def main(argv=None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="rounds of each run (default: %(default)s)")
     p.add_argument("--busy", type=int, default=os.cpu_count() or 1,
                    help="spinning processes beside the second run (default: one per core, %(default)s)")
+    p.add_argument("--runs", type=int, default=2,
+                   help="runs in all: the first alone, the others each beside the busy neighbour and compared with "
+                        "the first (default: %(default)s; a timing-dependent difference may spare one run, so more "
+                        "runs catch more)")
     p.add_argument("--keep", metavar="DIR", help="write the runs into DIR and keep them (default: a removed scratch folder)")
     p.add_argument("--steps", type=int, metavar="N",
                    help="instead of two runs: repeat the training steps N times from one state in this process")
@@ -147,6 +152,8 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     if args.rounds < 1:
         p.exit(2, "error: --rounds must be at least 1\n")
+    if args.runs < 2:
+        p.exit(2, "error: --runs must be at least 2\n")
     if args.steps is not None and (args.steps < 2 or args.iters < 1):
         p.exit(2, "error: --steps must be at least 2 and --iters at least 1\n")
     if not (ROOT / args.config).is_file() and not Path(args.config).is_file():
@@ -159,13 +166,19 @@ def main(argv=None) -> int:
         return 1 if difference else 0
     with tempfile.TemporaryDirectory(prefix="determinism-") as scratch:
         base = Path(args.keep) if args.keep else Path(scratch)
-        runs = [base / "alone", base / "busy"]
+        runs = [base / "alone"] + [base / ("busy" if k == 1 else f"busy{k}") for k in range(1, args.runs)]
         if any(r.exists() for r in runs):
             p.exit(2, f"error: --keep {args.keep}: holds runs already; give an empty or new folder\n")
-        for run_dir, busy in zip(runs, (0, args.busy)):
-            train(run_dir, base / "datasets", config, args.rounds, args.extra, busy)
-        difference = first_difference(*runs)
-    print(difference or f"identical: {args.rounds} rounds of {args.config}, losses, metrics and retrieval files")
+        train(runs[0], base / "datasets", config, args.rounds, args.extra, 0)
+        difference = None
+        for k, run_dir in enumerate(runs[1:], start=2):
+            train(run_dir, base / "datasets", config, args.rounds, args.extra, args.busy)
+            difference = first_difference(runs[0], run_dir)
+            if difference:
+                difference = difference if args.runs == 2 else f"run {k}: {difference}"
+                break
+    print(difference or f"identical: {args.runs} runs of {args.rounds} rounds of {args.config}, losses, metrics "
+                        "and retrieval files")
     return 1 if difference else 0
 
 

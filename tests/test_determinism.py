@@ -82,3 +82,14 @@ def test_deterministic_steps_write_no_variable_in_place_from_xla(deterministic):
                                  (trainer._m_step_chunk, m_batch, tf.constant(0.0))):
         writes.update(xla_variable_writes(chunk.get_concrete_function(*feats, *batch, totals)))
     assert (writes == {}) == deterministic, writes
+
+
+@pytest.mark.parametrize("argv, words", [(["--runs", "1"], "--runs must be at least 2"),
+                                         (["--rounds", "0"], "--rounds must be at least 1"),
+                                         (["--steps", "1"], "--steps must be at least 2")])
+def test_the_check_refuses_bad_counts_in_one_line(argv, words, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        determinism.main(argv)
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: {words}") and "\n" not in err, err
