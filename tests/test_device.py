@@ -95,3 +95,13 @@ def test_cpu_hides_the_gpus_and_gpu_or_auto_keep_them(monkeypatch):
     assert not hidden
     assert device.select_device("cpu").startswith("CPU")
     assert hidden == [([], "GPU")]
+
+
+def test_a_deterministic_run_is_told_when_its_setup_may_not_repeat_its_numbers():
+    """The tests run with the deterministic default kernels (conftest): no note for them; a note when
+    the steps are XLA-compiled (their updates then written in place); none when not deterministic."""
+    assert device.onednn_on() is False
+    assert device.kernels_note(True) is None
+    note = device.kernels_note(True, jit_compile=True)
+    assert note.startswith("note: deterministic: true, but jit_compile: true") and "\n" not in note
+    assert device.kernels_note(False, jit_compile=True) is None

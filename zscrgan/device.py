@@ -49,9 +49,8 @@ def kernels_note(deterministic: bool, jit_compile: bool = False) -> str | None:
     if not deterministic or tf.config.get_visible_devices("GPU"):
         return None
     if jit_compile:
-        return ("note: deterministic: true, but jit_compile: true: XLA's compiled steps are not bit-reproducible "
-                "on a CPU with more than one thread, so the same seed may not repeat its numbers "
-                "(docs/determinism.md)")
+        return ("note: deterministic: true, but jit_compile: true: XLA then writes each step's updates into the "
+                "variables in place, and at large sizes the same seed may not repeat its numbers (docs/determinism.md)")
     if not onednn_on():
         return None
     why = (f"{ONEDNN}={os.environ[ONEDNN]} in the environment" if ONEDNN in os.environ
