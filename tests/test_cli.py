@@ -238,3 +238,15 @@ def test_data_root_comes_from_the_environment_unless_a_flag_gives_it(tmp_path, m
     assert yaml.safe_load(capsys.readouterr().out)["input_scaling"] == "seen_rms"
     assert train_main(["--dataset", "X", "--print_config", "--data_root", "flag_root"]) == 0  # relative to here
     assert yaml.safe_load(capsys.readouterr().out)["input_scaling"] == "l2_sqrt_dim"
+
+
+@pytest.mark.parametrize("command", ["convert", "inspect"])
+def test_a_data_command_names_itself_as_typed(command, capsys):
+    """`python -m zscrgan convert --help` (or the `zscrgan` script) shows `zscrgan convert` in its usage,
+    not the module that implements it."""
+    from zscrgan.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main([command, "--help"])
+    assert exit_info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: zscrgan {command} ")

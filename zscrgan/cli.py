@@ -416,6 +416,8 @@ def main(argv=None) -> int:
     entry = getattr(module, function)
     if name == "train":
         return entry(rest, prog="zscrgan train")
+    if module_name == "zscrgan.data.__main__":  # its subcommands name themselves: usage reads "zscrgan convert ..."
+        return entry([*prefix, *rest], prog="zscrgan")
     return entry([*prefix, *rest])
 
 

@@ -27,8 +27,8 @@ def _class_list(value):
         raise argparse.ArgumentTypeError(f"expected comma-separated class ids like 1,3,5, got {value!r}") from None
 
 
-def build_parser():
-    parser = ArgumentParser(prog="python -m zscrgan.data", description=__doc__.split("\n")[0])
+def build_parser(prog: str = "python -m zscrgan.data"):
+    parser = ArgumentParser(prog=prog, description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
 
     conv = commands.add_parser("convert", help="convert a public feature release into a dataset folder")
@@ -108,8 +108,9 @@ def run(args):
           f"details: python -m zscrgan.data inspect {out}")
 
 
-def main(argv=None):
-    args = build_parser().parse_args(argv)
+def main(argv=None, prog: str = "python -m zscrgan.data"):
+    """`prog`: the command as the user typed it, for usage lines (`zscrgan convert ...` from the CLI)."""
+    args = build_parser(prog).parse_args(argv)
     try:
         run(args)
     except UserError as err:
