@@ -103,12 +103,18 @@ def run_deterministic(enabled: bool):
 VARIABLE_WRITES = frozenset({"AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp"})
 
 
+def function_defs(graph_def) -> list:
+    """The FunctionDefs a GraphDef carries: the functions its ops call (loops, conditions, compiled steps)."""
+    return [f for field, value in graph_def.ListFields()
+            if field.message_type is not None and field.message_type.name.startswith("FunctionDef")
+            for f in value.function]
+
+
 def xla_variable_writes(concrete_function) -> dict[str, set[str]]:
     """The functions a traced function's graph has XLA compile (jit_compile=True) that write a variable,
     by name, with the writing op types: XLA writes those variables' buffers in place."""
-    library = concrete_function.graph.as_graph_def().library.function
     out = {}
-    for f in library:
+    for f in function_defs(concrete_function.graph.as_graph_def()):
         if f.attr["_XlaMustCompile"].b:
             writes = {n.op for n in f.node_def if n.op in VARIABLE_WRITES or n.op.startswith("ResourceApply")}
             if writes:
@@ -119,5 +125,5 @@ def xla_variable_writes(concrete_function) -> dict[str, set[str]]:
 def op_types(concrete_function) -> set[str]:
     """Every op type in a traced function's graph and in the functions it calls (loops, conditions)."""
     graph_def = concrete_function.graph.as_graph_def()
-    nodes = list(graph_def.node) + [n for f in graph_def.library.function for n in f.node_def]
+    nodes = list(graph_def.node) + [n for f in function_defs(graph_def) for n in f.node_def]
     return {n.op for n in nodes}
